@@ -1,1 +1,29 @@
+//! The shop box. Data flows one way, and the modules are named after the stages:
+//!
+//! `scan` (BLE radio or replay file) → `pipeline` (decode → `resolve` → `presence`) →
+//! `events` → `store` (visits in SQLite) and the log.
+//!
+//! `resolve`, `presence` and `pipeline` are the synchronous domain core: no I/O, no async,
+//! tested and benchmarked without a runtime. `scan`, `store` and `daemon` are the adapters.
 
+//TODO pub mod config;
+//TODO pub mod daemon;
+//TODO pub mod demo;
+pub mod events;
+pub mod pipeline;
+pub mod presence;
+pub mod resolve;
+//TODO pub mod scan;
+//TODO pub mod simulate;
+pub mod store;
+
+/// Milliseconds since the Unix epoch: the one clock unit of the pipeline.
+pub type Millis = u64;
+
+/// The wall clock, in [`Millis`].
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}

@@ -1,0 +1,46 @@
+//! Domain events: what the presence stage concludes, for the POS, the store and (later) sync.
+
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::Millis;
+use crate::resolve::CustomerId;
+
+/// A customer was convincingly near a scanner: a visit starts.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomerArrived {
+    pub visit_id: Uuid,
+    pub customer: CustomerId,
+    pub zone: String,
+    pub arrived_at_ms: Millis,
+}
+
+/// A customer has not been near any scanner for the configured absence: the visit ends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CustomerLeft {
+    pub visit_id: Uuid,
+    pub customer: CustomerId,
+    /// The zone where the customer was last seen near.
+    pub zone: String,
+    pub arrived_at_ms: Millis,
+    /// When the customer was last seen near (not when the absence was noticed).
+    pub left_at_ms: Millis,
+    pub dwell_s: u64,
+}
+
+/// Everything the presence stage emits, in order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "type")]
+pub enum PresenceEvent {
+    CustomerArrived(CustomerArrived),
+    CustomerLeft(CustomerLeft),
+}
+
+impl PresenceEvent {
+    pub fn customer(&self) -> CustomerId {
+        match self {
+            PresenceEvent::CustomerArrived(e) => e.customer,
+            PresenceEvent::CustomerLeft(e) => e.customer,
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! The identification pipeline: decode → resolve → presence, for one advertisement at a time.
+//!
+//! Synchronous and allocation-free on the common path (a stranger's or a known customer's
+//! repeat sighting). Time comes from the advertisements themselves, so a replay at any speed
+//! behaves as the original did; the daemon also ticks it with the wall clock so departures
+//! happen when the shop is quiet.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use tastesync_shared::decode_advertisement;
+
+use crate::Millis;
+use crate::events::PresenceEvent;
+use crate::presence::{PresenceConfig, PresenceTracker};
+use crate::resolve::{CustomerIndex, IndexSnapshot};
+
+/// One advertisement as heard by a scanner. Raw advertisements never reach the disk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Advertisement {
+    pub at_ms: Millis,
+    pub address: [u8; 6],
+    pub rssi: i16,
+    /// Advertising data: AD structures as broadcast.
+    pub data: Vec<u8>,
+    /// The zone of the scanner that heard it.
+    pub zone: Arc<str>,
+}
+
+/// Counters for health and metrics.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct PipelineStats {
+    pub advertisements: u64,
+    pub malformed: u64,
+    pub beacons: u64,
+    pub recognised: u64,
+    pub last_advertisement_ms: Option<Millis>,
+}
+
+/// How often presence is re-evaluated and the EID table rolled, in pipeline time.
+const TICK_MS: Millis = 1_000;
+
+pub struct Pipeline {
+    index: CustomerIndex,
+    tracker: PresenceTracker,
+    stats: PipelineStats,
+    next_tick: Millis,
+}
+
+impl Pipeline {
+    pub fn new(
+        snapshot: IndexSnapshot,
+        presence: PresenceConfig,
+        eid_tolerance_windows: u32,
+        now_ms: Millis,
+    ) -> Self {
+        Pipeline {
+            index: CustomerIndex::new(snapshot, eid_tolerance_windows, eid_clock(now_ms)),
+            tracker: PresenceTracker::new(presence),
+            stats: PipelineStats::default(),
+            next_tick: now_ms + TICK_MS,
+        }
+    }
+
+    /// Processes one advertisement, appending any resulting events to `out`.
+    pub fn process(&mut self, ad: &Advertisement, out: &mut Vec<PresenceEvent>) {
+        if ad.at_ms >= self.next_tick {
+            self.tick(ad.at_ms, out);
+        }
+        self.stats.advertisements += 1;
+        self.stats.last_advertisement_ms = Some(ad.at_ms);
+        let beacon = match decode_advertisement(&ad.data) {
+            Ok(Some(beacon)) => beacon,
+            Ok(None) => return,
+            Err(_) => {
+                self.stats.malformed += 1;
+                return;
+            }
+        };
+        self.stats.beacons += 1;
+        let Some(customer) = beacon
+            .identity()
+            .and_then(|identity| self.index.resolve(&identity))
+        else {
+            return;
+        };
+        self.stats.recognised += 1;
+        out.extend(self.tracker.observe(customer, &ad.zone, ad.rssi, ad.at_ms));
+    }
+
+    /// Ends visits of absent customers and rolls the EID table to `now_ms`.
+    pub fn tick(&mut self, now_ms: Millis, out: &mut Vec<PresenceEvent>) {
+        self.next_tick = now_ms + TICK_MS;
+        self.index.advance_to(eid_clock(now_ms));
+        out.extend(self.tracker.tick(now_ms));
+    }
+
+    /// Swaps in a new view of the enrolled customers (after an import or a sync).
+    pub fn apply_snapshot(&mut self, snapshot: IndexSnapshot, now_ms: Millis) {
+        self.index.apply(snapshot, eid_clock(now_ms));
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        self.stats
+    }
+
+    pub fn index(&self) -> &CustomerIndex {
+        &self.index
+    }
+
+    pub fn tracker(&self) -> &PresenceTracker {
+        &self.tracker
+    }
+}
+
+/// The EID clock of TasteSync tags: Unix time in seconds, modulo 2^32.
+pub fn eid_clock(ms: Millis) -> u32 {
+    (ms / 1000) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resolve::{CustomerId, EidTag};
+    use tastesync_shared::eid::{eid, epoch_of, temporary_key};
+
+    const IK: [u8; 16] = [0x42; 16];
+
+    fn eid_frame(eid: [u8; 8]) -> Vec<u8> {
+        let mut data = vec![0x02, 0x01, 0x06, 0x03, 0x03, 0xaa, 0xfe, 0x0d, 0x16, 0xaa, 0xfe, 0x30, 0xf6];
+        data.extend_from_slice(&eid);
+        data
+    }
+
+    #[test]
+    fn eid_rollover_across_a_window_boundary_keeps_the_visit() {
+        let exponent = 6; // 64 s windows, so the test crosses several
+        let start_s: u32 = 1_700_000_000 - 30;
+        let first = epoch_of(start_s);
+        let snapshot = IndexSnapshot {
+            tags: vec![],
+            eid_tags: vec![(
+                CustomerId(5),
+                EidTag {
+                    exponent,
+                    temporary_keys: (first..first + 2).map(|e| (e, temporary_key(&IK, e))).collect(),
+                },
+            )],
+        };
+        let start_ms = Millis::from(start_s) * 1000;
+        let mut pipeline = Pipeline::new(snapshot, PresenceConfig::default(), 1, start_ms);
+        let mut events = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..3000 {
+            let at_ms = start_ms + i * 100; // 300 s at 10 Hz
+            let broadcast = eid(&IK, exponent, eid_clock(at_ms));
+            seen.insert(broadcast);
+            let ad = Advertisement {
+                at_ms,
+                address: [0x40, 0, 0, 0, 0, (i / 150) as u8], // private address rotates too
+                rssi: -62,
+                data: eid_frame(broadcast),
+                zone: Arc::from("entrance"),
+            };
+            pipeline.process(&ad, &mut events);
+        }
+        assert!(seen.len() >= 5, "crossed {} windows", seen.len());
+        assert_eq!(events.len(), 1, "one visit across EID rotations: {events:?}");
+        assert_eq!(pipeline.stats().recognised, 3000);
+        assert_eq!(events[0].customer(), CustomerId(5));
+    }
+}

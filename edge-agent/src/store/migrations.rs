@@ -1,0 +1,59 @@
+//! Versioned schema migrations, tracked in SQLite's `user_version`. Append only: a released
+//! migration is never edited, a change is a new entry.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: customers, tag bindings, EID temporary keys, visits.
+    "CREATE TABLE customers (
+        id INTEGER PRIMARY KEY,
+        customer_ref TEXT NOT NULL UNIQUE,
+        display_name TEXT NOT NULL,
+        tier TEXT NOT NULL DEFAULT '',
+        notes TEXT NOT NULL DEFAULT '',
+        preferences TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE tag_bindings (
+        tag_id TEXT PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers(id) ON DELETE CASCADE
+    );
+    CREATE INDEX tag_bindings_customer ON tag_bindings(customer_id);
+    CREATE TABLE eid_tags (
+        customer_id INTEGER PRIMARY KEY REFERENCES customers(id) ON DELETE CASCADE,
+        exponent INTEGER NOT NULL CHECK (exponent BETWEEN 0 AND 15)
+    );
+    CREATE TABLE eid_temporary_keys (
+        customer_id INTEGER NOT NULL REFERENCES eid_tags(customer_id) ON DELETE CASCADE,
+        epoch INTEGER NOT NULL CHECK (epoch BETWEEN 0 AND 65535),
+        temporary_key BLOB NOT NULL CHECK (length(temporary_key) = 16),
+        PRIMARY KEY (customer_id, epoch)
+    );
+    CREATE TABLE visits (
+        visit_id TEXT PRIMARY KEY,
+        customer_id INTEGER NOT NULL REFERENCES customers(id) ON DELETE CASCADE,
+        zone TEXT NOT NULL,
+        arrived_at_ms INTEGER NOT NULL,
+        left_at_ms INTEGER,
+        dwell_s INTEGER
+    );
+    CREATE INDEX visits_customer ON visits(customer_id, arrived_at_ms);",
+];
+
+/// Applies the migrations the database has not seen yet, each in its own transaction.
+pub fn apply(conn: &mut Connection) -> anyhow::Result<()> {
+    let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current > MIGRATIONS.len() {
+        anyhow::bail!(
+            "the database is at schema version {current}, newer than this program knows ({}); \
+             run a newer tastesync-edge",
+            MIGRATIONS.len()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

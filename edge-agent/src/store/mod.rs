@@ -1,0 +1,256 @@
+//! The box's local store: SQLite (bundled, WAL), the only thing on the box's disk.
+//!
+//! Holds customers, their tag bindings and EID temporary keys, and visits. Raw advertisements
+//! are never stored. Every write is one transaction; commits are durable (`synchronous=FULL`).
+
+mod import;
+mod migrations;
+
+use std::path::Path;
+
+use anyhow::Context;
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use tastesync_shared::TagId;
+
+use crate::Millis;
+use crate::events::{CustomerArrived, CustomerLeft};
+use crate::resolve::{CustomerId, EidTag, IndexSnapshot};
+
+pub use import::{ImportError, ImportReport, RowError};
+
+/// An open store.
+pub struct Store {
+    conn: Connection,
+}
+
+/// A customer as the owner and staff see them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Customer {
+    pub id: CustomerId,
+    /// The customer's id at HQ (or the owner's own reference): stable across boxes.
+    pub customer_ref: String,
+    pub display_name: String,
+    pub tier: String,
+    /// Things staff must know, such as allergies.
+    pub notes: String,
+    pub preferences: String,
+    pub tag_ids: Vec<String>,
+    /// Rotation exponent of the customer's EID tag, if they have one.
+    pub eid_exponent: Option<u8>,
+}
+
+/// A visit, open (no `left_at_ms`) or closed.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Visit {
+    pub visit_id: String,
+    pub customer_ref: String,
+    pub zone: String,
+    pub arrived_at_ms: Millis,
+    pub left_at_ms: Option<Millis>,
+    pub dwell_s: Option<u64>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the store at `path` and brings its schema up to date.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create the directory {}", dir.display()))?;
+        }
+        let conn = Connection::open(path)
+            .with_context(|| format!("cannot open the database {}", path.display()))?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut store = Store { conn };
+        migrations::apply(&mut store.conn)
+            .with_context(|| format!("cannot migrate the database {}", path.display()))?;
+        Ok(store)
+    }
+
+    /// A number that changes whenever another connection commits: cheap change detection.
+    pub fn data_version(&self) -> anyhow::Result<i64> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "data_version", |r| r.get(0))?)
+    }
+
+    /// Everything the in-memory index needs.
+    pub fn index_snapshot(&self) -> anyhow::Result<IndexSnapshot> {
+        let mut snapshot = IndexSnapshot::default();
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT tag_id, customer_id FROM tag_bindings")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get(1)?)))?;
+        for row in rows {
+            let (text, customer) = row?;
+            let tag: TagId = text.parse()?;
+            snapshot.tags.push((tag, CustomerId(customer)));
+        }
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT t.customer_id, t.exponent, k.epoch, k.temporary_key
+             FROM eid_tags t JOIN eid_temporary_keys k USING (customer_id)
+             ORDER BY t.customer_id, k.epoch",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(row) = rows.next()? {
+            let customer = CustomerId(row.get(0)?);
+            let exponent: u8 = row.get(1)?;
+            let epoch: u16 = row.get(2)?;
+            let key: [u8; 16] = row.get(3)?;
+            match snapshot.eid_tags.last_mut() {
+                Some((c, tag)) if *c == customer => tag.temporary_keys.push((epoch, key)),
+                _ => snapshot.eid_tags.push((
+                    customer,
+                    EidTag {
+                        exponent,
+                        temporary_keys: vec![(epoch, key)],
+                    },
+                )),
+            }
+        }
+        Ok(snapshot)
+    }
+
+    /// All customers, by reference.
+    pub fn customers(&self) -> anyhow::Result<Vec<Customer>> {
+        self.customers_where("1 = 1", [])
+    }
+
+    pub fn customer(&self, id: CustomerId) -> anyhow::Result<Option<Customer>> {
+        Ok(self.customers_where("c.id = ?1", [id.0])?.pop())
+    }
+
+    fn customers_where<P: rusqlite::Params>(
+        &self,
+        condition: &str,
+        params: P,
+    ) -> anyhow::Result<Vec<Customer>> {
+        let sql = format!(
+            "SELECT c.id, c.customer_ref, c.display_name, c.tier, c.notes, c.preferences,
+                    (SELECT group_concat(tag_id, ';') FROM
+                        (SELECT tag_id FROM tag_bindings b WHERE b.customer_id = c.id ORDER BY tag_id)),
+                    (SELECT exponent FROM eid_tags e WHERE e.customer_id = c.id)
+             FROM customers c WHERE {condition} ORDER BY c.customer_ref"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params, |r| {
+            let tags: Option<String> = r.get(6)?;
+            Ok(Customer {
+                id: CustomerId(r.get(0)?),
+                customer_ref: r.get(1)?,
+                display_name: r.get(2)?,
+                tier: r.get(3)?,
+                notes: r.get(4)?,
+                preferences: r.get(5)?,
+                tag_ids: tags
+                    .map(|t| t.split(';').map(String::from).collect())
+                    .unwrap_or_default(),
+                eid_exponent: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Removes a customer and everything the box holds about them (bindings, keys, visits).
+    /// Returns whether there was such a customer.
+    pub fn remove_customer(&mut self, customer_ref: &str) -> anyhow::Result<bool> {
+        let removed = self.conn.execute(
+            "DELETE FROM customers WHERE customer_ref = ?1",
+            [customer_ref],
+        )?;
+        Ok(removed > 0)
+    }
+
+    /// Records the start of a visit.
+    pub fn record_arrival(&mut self, arrived: &CustomerArrived) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT INTO visits (visit_id, customer_id, zone, arrived_at_ms)
+             VALUES (?1, ?2, ?3, ?4) ON CONFLICT (visit_id) DO NOTHING",
+            params![
+                arrived.visit_id.to_string(),
+                arrived.customer.0,
+                arrived.zone,
+                arrived.arrived_at_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Records the end of a visit.
+    pub fn record_departure(&mut self, left: &CustomerLeft) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE visits SET left_at_ms = ?2, dwell_s = ?3, zone = ?4 WHERE visit_id = ?1",
+            params![
+                left.visit_id.to_string(),
+                left.left_at_ms,
+                left.dwell_s,
+                left.zone
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Closes visits a crash or power cut left open; their dwell is unknown. Returns how many.
+    pub fn close_interrupted_visits(&mut self) -> anyhow::Result<usize> {
+        Ok(self.conn.execute(
+            "UPDATE visits SET left_at_ms = arrived_at_ms, dwell_s = NULL WHERE left_at_ms IS NULL",
+            [],
+        )?)
+    }
+
+    /// How many visits this customer has made, this one included.
+    pub fn visit_count(&self, customer: CustomerId) -> anyhow::Result<u64> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM visits WHERE customer_id = ?1",
+            [customer.0],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// When the customer's previous visit (before `before_ms`) started.
+    pub fn previous_visit(
+        &self,
+        customer: CustomerId,
+        before_ms: Millis,
+    ) -> anyhow::Result<Option<Millis>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT max(arrived_at_ms) FROM visits WHERE customer_id = ?1 AND arrived_at_ms < ?2",
+                params![customer.0, before_ms],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// The most recent visits first.
+    pub fn visits(&self, limit: usize) -> anyhow::Result<Vec<Visit>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT v.visit_id, c.customer_ref, v.zone, v.arrived_at_ms, v.left_at_ms, v.dwell_s
+             FROM visits v JOIN customers c ON c.id = v.customer_id
+             ORDER BY v.arrived_at_ms DESC, v.visit_id LIMIT ?1",
+        )?;
+        let rows = stmt.query_map([limit as i64], |r| {
+            Ok(Visit {
+                visit_id: r.get(0)?,
+                customer_ref: r.get(1)?,
+                zone: r.get(2)?,
+                arrived_at_ms: r.get(3)?,
+                left_at_ms: r.get(4)?,
+                dwell_s: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub(crate) fn connection(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+#[cfg(test)]
+mod tests;

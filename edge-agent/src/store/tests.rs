@@ -1,0 +1,182 @@
+use std::io::Write;
+
+use super::*;
+use crate::events::{CustomerArrived, CustomerLeft};
+use uuid::Uuid;
+
+const MINJI_TAG: &str = "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:14";
+
+fn csv(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    path
+}
+
+fn store(dir: &tempfile::TempDir) -> Store {
+    Store::open(&dir.path().join("edge.db")).unwrap()
+}
+
+#[test]
+fn imports_customers_and_tags_and_builds_the_index_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store(&dir);
+    let file = csv(
+        &dir,
+        "c.csv",
+        &format!(
+            "customer_ref,display_name,tier,notes,preferences,tag_ids\n\
+             C1,Minji,gold,\"allergic to peanuts\",oat latte,{MINJI_TAG}\n\
+             C2,Joon,,,,\n"
+        ),
+    );
+    let report = store.import_customers(&file).unwrap();
+    assert_eq!(report, ImportReport { rows: 2, tags: 1 });
+    let customers = store.customers().unwrap();
+    assert_eq!(customers.len(), 2);
+    assert_eq!(customers[0].notes, "allergic to peanuts");
+    assert_eq!(customers[0].tag_ids, vec![MINJI_TAG.to_string()]);
+    let snapshot = store.index_snapshot().unwrap();
+    assert_eq!(snapshot.tags.len(), 1);
+    assert_eq!(snapshot.tags[0].1, customers[0].id);
+}
+
+#[test]
+fn bad_rows_are_reported_by_line_and_nothing_is_imported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store(&dir);
+    let file = csv(
+        &dir,
+        "c.csv",
+        &format!(
+            "customer_ref,display_name,tag_ids\n\
+             C1,Minji,{MINJI_TAG}\n\
+             C2,,\n\
+             C3,Bora,ibeacon:nope\n\
+             C1,Again,\n\
+             C4,Dup,{MINJI_TAG}\n"
+        ),
+    );
+    let err = store.import_customers(&file).unwrap_err().to_string();
+    for expected in [
+        "line 3: display_name is empty",
+        "line 4: invalid tag id \"ibeacon:nope\"",
+        "line 5: customer_ref \"C1\" already appears on line 2",
+        "line 6: tag ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:14 is already given to the customer on line 2",
+        "nothing was imported",
+    ] {
+        assert!(err.contains(expected), "missing {expected:?} in:\n{err}");
+    }
+    assert!(store.customers().unwrap().is_empty());
+}
+
+#[test]
+fn a_tag_owned_by_another_customer_is_refused_and_the_file_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store(&dir);
+    let first = csv(&dir, "a.csv", &format!("customer_ref,display_name,tag_ids\nC1,Minji,{MINJI_TAG}\n"));
+    store.import_customers(&first).unwrap();
+    let second = csv(
+        &dir,
+        "b.csv",
+        &format!("customer_ref,display_name,tag_ids\nC9,New,\nC2,Thief,{MINJI_TAG}\n"),
+    );
+    let err = store.import_customers(&second).unwrap_err().to_string();
+    assert!(err.contains("line 3: tag") && err.contains("already belongs to customer C1"), "{err}");
+    assert_eq!(store.customers().unwrap().len(), 1, "C9 was rolled back");
+    // Moving a tag within one file is fine.
+    let moved = csv(
+        &dir,
+        "c.csv",
+        &format!("customer_ref,display_name,tag_ids\nC1,Minji,\nC2,Bora,{MINJI_TAG}\n"),
+    );
+    store.import_customers(&moved).unwrap();
+    let owners: Vec<_> = store.customers().unwrap().into_iter().map(|c| c.tag_ids.len()).collect();
+    assert_eq!(owners, vec![0, 1]);
+}
+
+#[test]
+fn unknown_or_missing_columns_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store(&dir);
+    let file = csv(&dir, "c.csv", "customer_ref,name\nC1,Minji\n");
+    let err = store.import_customers(&file).unwrap_err().to_string();
+    assert!(err.contains("unknown column \"name\""), "{err}");
+    assert!(err.contains("lacks the required column \"display_name\""), "{err}");
+    let missing = store.import_customers(&dir.path().join("nope.csv")).unwrap_err();
+    assert!(missing.to_string().starts_with("cannot read"), "{missing}");
+}
+
+#[test]
+fn eid_keys_import_and_removal_deletes_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store(&dir);
+    store
+        .import_customers(&csv(&dir, "c.csv", "customer_ref,display_name\nP1,Phone person\n"))
+        .unwrap();
+    let key = "00112233445566778899aabbccddeeff";
+    let keys = csv(
+        &dir,
+        "k.csv",
+        &format!("customer_ref,exponent,epoch,temporary_key\nP1,10,25939,{key}\nP1,10,25940,{key}\n"),
+    );
+    assert_eq!(store.import_eid_keys(&keys).unwrap().rows, 2);
+    let snapshot = store.index_snapshot().unwrap();
+    assert_eq!(snapshot.eid_tags.len(), 1);
+    assert_eq!(snapshot.eid_tags[0].1.temporary_keys.len(), 2);
+
+    let bad = csv(
+        &dir,
+        "bad.csv",
+        &format!("customer_ref,exponent,epoch,temporary_key\nP1,16,1,{key}\nZZ,10,1,{key}\nP1,10,70000,00\n"),
+    );
+    let err = store.import_eid_keys(&bad).unwrap_err().to_string();
+    assert!(err.contains("line 2: exponent must be"), "{err}");
+    assert!(err.contains("line 4: epoch must be"), "{err}");
+    assert!(err.contains("line 4: temporary_key must be"), "{err}");
+
+    let id = store.customers().unwrap()[0].id;
+    let arrived = CustomerArrived {
+        visit_id: Uuid::now_v7(),
+        customer: id,
+        zone: "door".into(),
+        arrived_at_ms: 1000,
+    };
+    store.record_arrival(&arrived).unwrap();
+    store.record_arrival(&arrived).unwrap(); // idempotent
+    assert_eq!(store.visit_count(id).unwrap(), 1);
+    store
+        .record_departure(&CustomerLeft {
+            visit_id: arrived.visit_id,
+            customer: id,
+            zone: "door".into(),
+            arrived_at_ms: 1000,
+            left_at_ms: 61_000,
+            dwell_s: 60,
+        })
+        .unwrap();
+    assert_eq!(store.visits(10).unwrap()[0].dwell_s, Some(60));
+
+    assert!(store.remove_customer("P1").unwrap());
+    assert!(!store.remove_customer("P1").unwrap());
+    let snapshot = store.index_snapshot().unwrap();
+    assert!(snapshot.eid_tags.is_empty());
+    assert!(store.visits(10).unwrap().is_empty(), "visits go with the customer");
+}
+
+#[test]
+fn reopening_keeps_data_and_refuses_a_newer_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.db");
+    {
+        let mut store = Store::open(&path).unwrap();
+        store
+            .import_customers(&csv(&dir, "c.csv", "customer_ref,display_name\nC1,Minji\n"))
+            .unwrap();
+        store.connection().pragma_update(None, "user_version", 99).unwrap();
+    }
+    let err = Store::open(&path).err().unwrap();
+    assert!(format!("{err:#}").contains("newer than this program knows"), "{err:#}");
+}
