@@ -6,15 +6,15 @@
 //! `resolve`, `presence` and `pipeline` are the synchronous domain core: no I/O, no async,
 //! tested and benchmarked without a runtime. `scan`, `store` and `daemon` are the adapters.
 
-//TODO pub mod config;
-//TODO pub mod daemon;
-//TODO pub mod demo;
+pub mod config;
+pub mod daemon;
+pub mod demo;
 pub mod events;
 pub mod pipeline;
 pub mod presence;
 pub mod resolve;
-//TODO pub mod scan;
-//TODO pub mod simulate;
+pub mod scan;
+pub mod simulate;
 pub mod store;
 
 /// Milliseconds since the Unix epoch: the one clock unit of the pipeline.

@@ -1,1 +1,287 @@
-fn main() {}
+//! `tastesync-edge`: the shop box's command line. See the README for every command.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tastesync_edge::config::Config;
+use tastesync_edge::daemon::{self, Source};
+use tastesync_edge::demo::{self, DemoOptions};
+use tastesync_edge::store::Store;
+use tastesync_shared::eid::{MAX_EXPONENT, eid};
+use tastesync_shared::hexfmt::{hex, parse, parse_fixed};
+use tokio::sync::watch;
+
+#[derive(Parser)]
+#[command(name = "tastesync-edge", version, about = "TasteSync Edge: the in-store customer-recognition box")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct DbArgs {
+    /// The daemon's config file (its `database` key names the store).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// The store file, overriding the config.
+    #[arg(long)]
+    db: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Decode one advertisement (AD structures, or manufacturer or service data alone) given
+    /// in hex, and print it as JSON.
+    Decode {
+        /// The bytes in hex; spaces, colons and a leading 0x are ignored.
+        hex: String,
+    },
+    /// Print the Eddystone-EID a tag broadcasts at a given time.
+    Eid {
+        /// The tag's 16-byte identity key, 32 hex digits.
+        #[arg(long)]
+        identity_key: String,
+        /// Rotation exponent K (the EID changes every 2^K seconds), 0 to 15.
+        #[arg(long)]
+        exponent: u8,
+        /// The tag's clock, in seconds.
+        #[arg(long)]
+        time: u32,
+    },
+    /// Run the box: scan, recognise, track presence, store visits.
+    Run {
+        /// The config file (TOML); see firmware-notes/configuration.md.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// The whole box with simulated customers and traffic, no radio or cloud needed.
+    Demo {
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Where to keep the demo's database (recreated on every start).
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Strangers' devices in range.
+        #[arg(long, default_value_t = 40)]
+        strangers: usize,
+        #[arg(long, default_value_t = 7)]
+        seed: u64,
+    },
+    /// Manage customers.
+    #[command(subcommand)]
+    Customers(CustomersCommand),
+    /// Import EID temporary keys (CSV: customer_ref,exponent,epoch,temporary_key).
+    EidKeys {
+        #[command(flatten)]
+        db: DbArgs,
+        /// The CSV file.
+        file: PathBuf,
+    },
+    /// List recent visits.
+    Visits {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum CustomersCommand {
+    /// Import customers and their tags from CSV
+    /// (customer_ref,display_name,tier,notes,preferences,tag_ids; tag_ids separated by ';').
+    Import {
+        #[command(flatten)]
+        db: DbArgs,
+        file: PathBuf,
+    },
+    /// List customers.
+    List {
+        #[command(flatten)]
+        db: DbArgs,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a customer and everything the box holds about them.
+    Remove {
+        #[command(flatten)]
+        db: DbArgs,
+        customer_ref: String,
+    },
+}
+
+/// An error caused by the command's input: exit code 2, like clap's usage errors.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct BadInput(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = match cli.command {
+        Command::Run { .. } => "info",
+        _ => "warn",
+    };
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .init();
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.downcast_ref::<BadInput>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Decode { hex: text } => {
+            let bytes = parse_hex_argument(&text)?;
+            let decoded = tastesync_shared::decode_any(&bytes);
+            println!("{}", serde_json::to_string(&decoded)?);
+        }
+        Command::Eid {
+            identity_key,
+            exponent,
+            time,
+        } => {
+            let key: [u8; 16] = parse_fixed(identity_key.trim()).ok_or_else(|| {
+                BadInput(format!("--identity-key must be 32 hex digits (16 bytes), got {identity_key:?}"))
+            })?;
+            if exponent > MAX_EXPONENT {
+                return Err(BadInput(format!("--exponent must be 0 to {MAX_EXPONENT}, got {exponent}")).into());
+            }
+            println!("{}", hex(&eid(&key, exponent, time)));
+        }
+        Command::Run { config } => {
+            let config = Config::load(config.as_deref())?;
+            runtime()?.block_on(async {
+                let (stop_tx, stop_rx) = watch::channel(false);
+                tokio::spawn(async move {
+                    wait_for_signal().await;
+                    tracing::info!("shutting down");
+                    let _ = stop_tx.send(true);
+                });
+                let source = Source::from_config(&config.scanner);
+                let stats = daemon::run(&config, source, stop_rx, None).await?;
+                tracing::info!(
+                    advertisements = stats.advertisements,
+                    recognised = stats.recognised,
+                    malformed = stats.malformed,
+                    "stopped"
+                );
+                anyhow::Ok(())
+            })?;
+        }
+        Command::Demo {
+            duration,
+            db,
+            strangers,
+            seed,
+        } => runtime()?.block_on(demo::run(DemoOptions {
+            database: db,
+            duration: duration.map(Duration::from_secs),
+            strangers,
+            seed,
+        }))?,
+        Command::Customers(CustomersCommand::Import { db, file }) => {
+            let mut store = open_store(&db)?;
+            let report = store.import_customers(&file)?;
+            println!("imported {} customers with {} tags", report.rows, report.tags);
+        }
+        Command::Customers(CustomersCommand::List { db, json }) => {
+            let store = open_store(&db)?;
+            for c in store.customers()? {
+                if json {
+                    println!("{}", serde_json::to_string(&c)?);
+                } else {
+                    let eid = c.eid_exponent.map(|k| format!(" eid(K={k})")).unwrap_or_default();
+                    println!("{}\t{}\t{}\t{}{eid}", c.customer_ref, c.display_name, c.tier, c.tag_ids.join(";"));
+                }
+            }
+        }
+        Command::Customers(CustomersCommand::Remove { db, customer_ref }) => {
+            let mut store = open_store(&db)?;
+            if !store.remove_customer(&customer_ref)? {
+                return Err(BadInput(format!("no customer {customer_ref:?}")).into());
+            }
+            println!("removed {customer_ref} and their tags, keys and visits");
+        }
+        Command::EidKeys { db, file } => {
+            let mut store = open_store(&db)?;
+            let report = store.import_eid_keys(&file)?;
+            println!("imported {} EID temporary keys", report.rows);
+        }
+        Command::Visits { db, limit, json } => {
+            let store = open_store(&db)?;
+            for v in store.visits(limit)? {
+                if json {
+                    println!("{}", serde_json::to_string(&v)?);
+                } else {
+                    let dwell = v.dwell_s.map(|d| format!("{d} s")).unwrap_or_else(|| "present".into());
+                    println!("{}\t{}\t{}\t{}\t{dwell}", v.visit_id, v.customer_ref, v.zone, v.arrived_at_ms);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn parse_hex_argument(text: &str) -> anyhow::Result<Vec<u8>> {
+    let cleaned: String = text
+        .trim()
+        .trim_start_matches("0x")
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != ':' && *c != '-')
+        .collect();
+    if cleaned.is_empty() {
+        return Err(BadInput("no bytes given: pass the advertisement in hex, e.g. 0201061aff4c000215...".into()).into());
+    }
+    if let Some(bad) = cleaned.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(BadInput(format!("{bad:?} is not a hex digit; pass the advertisement in hex")).into());
+    }
+    parse(&cleaned).ok_or_else(|| {
+        BadInput(format!("odd number of hex digits ({}): each byte takes two", cleaned.len())).into()
+    })
+}
+
+fn open_store(args: &DbArgs) -> anyhow::Result<Store> {
+    let path = match &args.db {
+        Some(path) => path.clone(),
+        None => Config::load(args.config.as_deref())?.database,
+    };
+    Store::open(Path::new(&path))
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+async fn wait_for_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

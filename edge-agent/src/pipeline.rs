@@ -64,7 +64,9 @@ impl Pipeline {
 
     /// Processes one advertisement, appending any resulting events to `out`.
     pub fn process(&mut self, ad: &Advertisement, out: &mut Vec<PresenceEvent>) {
-        if ad.at_ms >= self.next_tick {
+        // Tick on the advertisements' own clock; a jump back (a replay of an older
+        // recording) re-rolls the EID table too.
+        if ad.at_ms >= self.next_tick || ad.at_ms + 2 * TICK_MS < self.next_tick {
             self.tick(ad.at_ms, out);
         }
         self.stats.advertisements += 1;

@@ -12,7 +12,7 @@ Protocol (stdout carries only protocol lines; diagnostics go to stderr):
     {"cmd":"advertise","mac":"...","rssi":-60,
          "service_data":{"0000feaa-0000-1000-8000-00805f9b34fb":"10f6..."}}
     {"cmd":"remove_device","mac":"..."}
-    {"cmd":"set_powered","powered":false}
+    {"cmd":"set_powered","powered":false}          (adapter hci0's Powered property)
     {"cmd":"ping"}
   "advertise" needs at least one of rssi / manufacturer_data / service_data; all
   given fields go out in ONE org.freedesktop.DBus.Properties.PropertiesChanged
@@ -21,6 +21,7 @@ Protocol (stdout carries only protocol lines; diagnostics go to stderr):
   Stdin EOF, SIGTERM, SIGINT or SIGHUP: stop the mock and the bus, remove temp files,
   exit 0.
 
+  --no-adapter: org.bluez is on the bus but has no adapter (add_device etc. fail).
   --selftest: start everything, run a few commands, check the mock's state over
   D-Bus and watch the PropertiesChanged signal, then clean up; exit 0 on success.
 """
@@ -90,7 +91,8 @@ def _die_with_parent():
 
 
 class Harness:
-    def __init__(self):
+    def __init__(self, with_adapter=True):
+        self.with_adapter = with_adapter
         self.tmpdir = None
         self.daemon = None
         self.mock = None
@@ -149,9 +151,10 @@ class Harness:
                 raise RuntimeError("timed out waiting for org.bluez on the private bus")
             time.sleep(0.05)
 
-        self._mock_iface().AddAdapter(ADAPTER, "tastesync-test")
-        # AddAdapter creates it Powered=true already; set it explicitly anyway.
-        self._set_prop(ADAPTER_PATH, ADAPTER_IFACE, "Powered", dbus.Boolean(True))
+        if self.with_adapter:
+            self._mock_iface().AddAdapter(ADAPTER, "tastesync-test")
+            # AddAdapter creates it Powered=true already; set it explicitly anyway.
+            self._set_prop(ADAPTER_PATH, ADAPTER_IFACE, "Powered", dbus.Boolean(True))
 
     def cleanup(self):
         if self._cleaned:
@@ -334,7 +337,12 @@ def selftest(h):
 
 
 def main():
-    h = Harness()
+    args = sys.argv[1:]
+    unknown = [a for a in args if a not in ("--selftest", "--no-adapter")]
+    if unknown:
+        print(f"usage: {sys.argv[0]} [--selftest] [--no-adapter]", file=sys.stderr)
+        return 2
+    h = Harness(with_adapter="--no-adapter" not in args)
     atexit.register(h.cleanup)
 
     def on_signal(signum, _frame):
@@ -352,7 +360,7 @@ def main():
         h.cleanup()
         return 1
 
-    if "--selftest" in sys.argv[1:]:
+    if "--selftest" in args:
         try:
             selftest(h)
         except Exception as e:  # noqa: BLE001

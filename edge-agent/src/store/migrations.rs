@@ -4,7 +4,8 @@
 use rusqlite::Connection;
 
 const MIGRATIONS: &[&str] = &[
-    // 1: customers, tag bindings, EID temporary keys, visits.
+    // 1: customers, tag bindings, EID temporary keys, visits; a revision counter bumped by
+    // triggers on any customer change.
     "CREATE TABLE customers (
         id INTEGER PRIMARY KEY,
         customer_ref TEXT NOT NULL UNIQUE,
@@ -36,7 +37,33 @@ const MIGRATIONS: &[&str] = &[
         left_at_ms INTEGER,
         dwell_s INTEGER
     );
-    CREATE INDEX visits_customer ON visits(customer_id, arrived_at_ms);",
+    CREATE INDEX visits_customer ON visits(customer_id, arrived_at_ms);
+    CREATE TABLE meta (customers_revision INTEGER NOT NULL);
+    INSERT INTO meta (customers_revision) VALUES (0);
+    CREATE TRIGGER customers_insert_revision AFTER INSERT ON customers
+        BEGIN UPDATE meta SET customers_revision = customers_revision + 1; END;
+    CREATE TRIGGER customers_update_revision AFTER UPDATE ON customers
+        BEGIN UPDATE meta SET customers_revision = customers_revision + 1; END;
+    CREATE TRIGGER customers_delete_revision AFTER DELETE ON customers
+        BEGIN UPDATE meta SET customers_revision = customers_revision + 1; END;
+    CREATE TRIGGER tag_bindings_insert_revision AFTER INSERT ON tag_bindings
+        BEGIN UPDATE meta SET customers_revision = customers_revision + 1; END;
+    CREATE TRIGGER tag_bindings_update_revision AFTER UPDATE ON tag_bindings
+        BEGIN UPDATE meta SET customers_revision = customers_revision + 1; END;
+    CREATE TRIGGER tag_bindings_delete_revision AFTER DELETE ON tag_bindings
+        BEGIN UPDATE meta SET customers_revision = customers_revision + 1; END;
+    CREATE TRIGGER eid_tags_insert_revision AFTER INSERT ON eid_tags
+        BEGIN UPDATE meta SET customers_revision = customers_revision + 1; END;
+    CREATE TRIGGER eid_tags_update_revision AFTER UPDATE ON eid_tags
+        BEGIN UPDATE meta SET customers_revision = customers_revision + 1; END;
+    CREATE TRIGGER eid_tags_delete_revision AFTER DELETE ON eid_tags
+        BEGIN UPDATE meta SET customers_revision = customers_revision + 1; END;
+    CREATE TRIGGER eid_temporary_keys_insert_revision AFTER INSERT ON eid_temporary_keys
+        BEGIN UPDATE meta SET customers_revision = customers_revision + 1; END;
+    CREATE TRIGGER eid_temporary_keys_update_revision AFTER UPDATE ON eid_temporary_keys
+        BEGIN UPDATE meta SET customers_revision = customers_revision + 1; END;
+    CREATE TRIGGER eid_temporary_keys_delete_revision AFTER DELETE ON eid_temporary_keys
+        BEGIN UPDATE meta SET customers_revision = customers_revision + 1; END;",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

@@ -1,0 +1,224 @@
+//! The daemon's configuration: one TOML file, every key optional, overridable from the
+//! environment as `TASTESYNC__<SECTION>__<KEY>` (for example
+//! `TASTESYNC__PRESENCE__ARRIVE_RSSI=-70`, `TASTESYNC__DATABASE=/tmp/edge.db`).
+//! Every key is documented in `firmware-notes/configuration.md`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::presence::PresenceConfig;
+
+/// The whole configuration of `tastesync-edge run`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// This shop's id (used in sync topics later; letters, digits, `-` and `_`).
+    pub shop_id: String,
+    /// The SQLite database file.
+    pub database: PathBuf,
+    pub scanner: ScannerConfig,
+    pub presence: PresenceConfig,
+    pub eid: EidConfig,
+}
+
+/// Where advertisements come from (section `[scanner]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ScannerConfig {
+    /// `"ble"` (the radio, through BlueZ) or `"replay"` (a JSON-lines file).
+    pub source: SourceKind,
+    /// The zone this scanner covers, reported with every visit.
+    pub zone: String,
+    /// BlueZ adapter name such as `hci0`; empty means the first adapter.
+    pub adapter: String,
+    /// Restart discovery when no advertisement arrived for this long, in seconds.
+    pub watchdog_secs: u64,
+    /// Most devices whose last advertisement the scanner remembers (bounded memory).
+    pub max_devices: usize,
+    /// For `source = "replay"`: the file to play.
+    pub replay_file: Option<PathBuf>,
+    /// For `source = "replay"`: 1.0 plays at recorded speed, 10.0 ten times faster,
+    /// 0 as fast as possible.
+    pub replay_speed: f64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Ble,
+    Replay,
+}
+
+/// Section `[eid]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EidConfig {
+    /// Rotation windows accepted on each side of the current one, for tags whose clock drifts.
+    pub tolerance_windows: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shop_id: "shop".into(),
+            database: PathBuf::from("/var/lib/tastesync/edge.db"),
+            scanner: ScannerConfig::default(),
+            presence: PresenceConfig::default(),
+            eid: EidConfig::default(),
+        }
+    }
+}
+
+impl Default for ScannerConfig {
+    fn default() -> Self {
+        ScannerConfig {
+            source: SourceKind::Ble,
+            zone: "main".into(),
+            adapter: String::new(),
+            watchdog_secs: 30,
+            max_devices: 4096,
+            replay_file: None,
+            replay_speed: 1.0,
+        }
+    }
+}
+
+impl Default for EidConfig {
+    fn default() -> Self {
+        EidConfig {
+            tolerance_windows: 1,
+        }
+    }
+}
+
+const ENV_PREFIX: &str = "TASTESYNC__";
+
+impl Config {
+    /// Reads `path` (if given), applies environment overrides, and validates.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let text = match path {
+            Some(path) => std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the config file {}", path.display()))?,
+            None => String::new(),
+        };
+        let origin = path.map_or("the defaults".to_string(), |p| p.display().to_string());
+        Self::parse(&text, std::env::vars(), &origin)
+    }
+
+    /// Parses TOML text plus `(name, value)` environment overrides.
+    pub fn parse(
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+        origin: &str,
+    ) -> anyhow::Result<Config> {
+        let mut table: toml::Table =
+            toml::from_str(text).with_context(|| format!("{origin} is not valid TOML"))?;
+        for (name, value) in env {
+            let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            set_path(&mut table, path, &value)
+                .with_context(|| format!("environment variable {name}"))?;
+        }
+        let config: Config = table
+            .try_into()
+            .with_context(|| format!("invalid configuration in {origin}"))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if self.shop_id.is_empty()
+            || !self
+                .shop_id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            bail!("shop_id {:?} must be letters, digits, '-' or '_'", self.shop_id);
+        }
+        self.presence
+            .validate()
+            .map_err(anyhow::Error::msg)
+            .context("invalid [presence] section")?;
+        if self.scanner.source == SourceKind::Replay && self.scanner.replay_file.is_none() {
+            bail!("scanner.source = \"replay\" needs scanner.replay_file");
+        }
+        if !(self.scanner.replay_speed >= 0.0 && self.scanner.replay_speed.is_finite()) {
+            bail!("scanner.replay_speed must be 0 (as fast as possible) or a positive number");
+        }
+        if self.scanner.watchdog_secs == 0 || self.scanner.max_devices == 0 {
+            bail!("scanner.watchdog_secs and scanner.max_devices must be positive");
+        }
+        Ok(())
+    }
+}
+
+/// Sets `SECTION__KEY` (case-insensitive) in the table; the value is read as TOML if it
+/// parses as a number or boolean, else as a string.
+fn set_path(table: &mut toml::Table, path: &str, value: &str) -> anyhow::Result<()> {
+    let keys: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    let (last, sections) = keys.split_last().expect("split yields at least one part");
+    let mut current = table;
+    for section in sections {
+        current = current
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .with_context(|| format!("{section} is not a section"))?;
+    }
+    let parsed = toml::from_str::<toml::Table>(&format!("v = {value}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .filter(|v| !v.is_table() && !v.is_array())
+        .unwrap_or_else(|| toml::Value::String(value.to_string()));
+    current.insert(last.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_run_and_env_overrides_file() {
+        let config = Config::parse("", env(&[]), "test").unwrap();
+        assert_eq!(config, Config::default());
+        let config = Config::parse(
+            "shop_id = \"seoul-1\"\n[presence]\narrive_rssi = -70\n",
+            env(&[
+                ("TASTESYNC__PRESENCE__ARRIVE_RSSI", "-65"),
+                ("TASTESYNC__DATABASE", "/tmp/x.db"),
+                ("TASTESYNC__SCANNER__ZONE", "terrace"),
+                ("UNRELATED", "1"),
+            ]),
+            "test",
+        )
+        .unwrap();
+        assert_eq!(config.shop_id, "seoul-1");
+        assert_eq!(config.presence.arrive_rssi, -65);
+        assert_eq!(config.database, PathBuf::from("/tmp/x.db"));
+        assert_eq!(config.scanner.zone, "terrace");
+    }
+
+    #[test]
+    fn mistakes_are_explained() {
+        let cases = [
+            ("[presence]\narive_rssi = -70\n", "unknown field `arive_rssi`"),
+            ("shop_id = \"a b\"\n", "must be letters"),
+            ("[scanner]\nsource = \"replay\"\n", "needs scanner.replay_file"),
+            ("[scanner]\nsource = \"radio\"\n", "unknown variant `radio`"),
+            ("[presence]\nleave_rssi = -50\n", "leave_rssi"),
+            ("shop_id = ", "not valid TOML"),
+        ];
+        for (text, expected) in cases {
+            let err = format!("{:#}", Config::parse(text, env(&[]), "test.toml").unwrap_err());
+            assert!(err.contains(expected), "{text:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,236 @@
+//! The daemon: wires a scanner source, the pipeline and the store together as tasks.
+//!
+//! ```text
+//! source task ──mpsc<Advertisement>──> pipeline task ──std mpsc<PresenceEvent>──> store thread
+//!                                       (ticks, index reloads)                    (visits, log, UI)
+//! ```
+//! The pipeline never waits for the disk: SQLite writes (durable, fsync'd) happen on their own
+//! thread. Shutdown (SIGINT/SIGTERM, or the end of a replay) is one watch signal; every stage
+//! drains what it has and stops.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::sync::{mpsc, watch};
+
+use crate::config::{Config, ScannerConfig, SourceKind};
+use crate::events::PresenceEvent;
+use crate::pipeline::{Advertisement, Pipeline, PipelineStats};
+use crate::simulate::Simulation;
+use crate::store::Store;
+use crate::{Millis, now_ms, scan};
+
+/// Where advertisements come from for one run.
+pub enum Source {
+    Ble(ScannerConfig),
+    Replay {
+        path: PathBuf,
+        speed: f64,
+        zone: String,
+    },
+    Simulated(Simulation),
+}
+
+impl Source {
+    pub fn from_config(config: &ScannerConfig) -> Source {
+        match config.source {
+            SourceKind::Ble => Source::Ble(config.clone()),
+            SourceKind::Replay => Source::Replay {
+                path: config.replay_file.clone().expect("validated"),
+                speed: config.replay_speed,
+                zone: config.zone.clone(),
+            },
+        }
+    }
+
+    /// Live sources are ticked by the wall clock; a replay by its own timestamps.
+    fn is_live(&self) -> bool {
+        !matches!(self, Source::Replay { .. })
+    }
+}
+
+/// Called on the store thread for every event, after it is stored (the demo prints here).
+pub type EventHook = Box<dyn FnMut(&Store, &PresenceEvent) + Send>;
+
+/// How often the daemon checks the database for customer changes made by other processes.
+const RELOAD_CHECK: Duration = Duration::from_secs(2);
+const CHANNEL_CAPACITY: usize = 4096;
+
+/// Runs until shutdown or until a replay ends. Returns the pipeline's counters.
+pub async fn run(
+    config: &Config,
+    source: Source,
+    shutdown: watch::Receiver<bool>,
+    mut hook: Option<EventHook>,
+) -> anyhow::Result<PipelineStats> {
+    let mut store = Store::open(&config.database)?;
+    let interrupted = store.close_interrupted_visits()?;
+    if interrupted > 0 {
+        tracing::warn!(visits = interrupted, "closed visits left open by an unclean stop");
+    }
+    let snapshot = store.index_snapshot()?;
+    let mut pipeline = Pipeline::new(
+        snapshot,
+        config.presence.clone(),
+        config.eid.tolerance_windows,
+        now_ms(),
+    );
+    let (tags, eid_tags) = pipeline.index().counts();
+    tracing::info!(tags, eid_tags, "customer index loaded");
+
+    let live = source.is_live();
+    let (ad_tx, mut ad_rx) = mpsc::channel::<Advertisement>(CHANNEL_CAPACITY);
+    let source_task = tokio::spawn(run_source(source, ad_tx, shutdown.clone()));
+
+    let (event_tx, event_rx) = std::sync::mpsc::channel::<PresenceEvent>();
+    let store_thread = std::thread::Builder::new()
+        .name("store".into())
+        .spawn(move || -> anyhow::Result<()> {
+            for event in event_rx {
+                record(&mut store, &event)?;
+                if let Some(hook) = hook.as_mut() {
+                    hook(&store, &event);
+                }
+            }
+            Ok(())
+        })?;
+
+    let mut reader = IndexReader::open(config.database.clone()).await?;
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut reload = tokio::time::interval(RELOAD_CHECK);
+    let mut shutdown = shutdown;
+    let mut events = Vec::new();
+    let mut last_at: Option<Millis> = None;
+    loop {
+        tokio::select! {
+            ad = ad_rx.recv() => {
+                let Some(ad) = ad else { break };
+                last_at = Some(ad.at_ms);
+                pipeline.process(&ad, &mut events);
+            }
+            _ = tick.tick(), if live => pipeline.tick(now_ms(), &mut events),
+            _ = reload.tick() => {
+                if let Some(snapshot) = reader.changed_snapshot().await? {
+                    pipeline.apply_snapshot(snapshot, last_at.filter(|_| !live).unwrap_or_else(now_ms));
+                    let (tags, eid_tags) = pipeline.index().counts();
+                    tracing::info!(tags, eid_tags, "customer index reloaded");
+                }
+            }
+            _ = shutdown.changed() => break,
+        }
+        for event in events.drain(..) {
+            log_event(&event);
+            event_tx.send(event).context("the store thread stopped")?;
+        }
+    }
+    if !live {
+        // The recording is over: let everyone still present time out, as they would have.
+        if let Some(last) = last_at {
+            pipeline.tick(last + config.presence.absence_ms, &mut events);
+        }
+        for event in events.drain(..) {
+            log_event(&event);
+            event_tx.send(event).context("the store thread stopped")?;
+        }
+    }
+    drop(event_tx);
+    drop(ad_rx);
+    let source_result = source_task.await.context("the scanner task panicked")?;
+    store_thread
+        .join()
+        .map_err(|_| anyhow::anyhow!("the store thread panicked"))??;
+    source_result?;
+    Ok(pipeline.stats())
+}
+
+async fn run_source(
+    source: Source,
+    tx: mpsc::Sender<Advertisement>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    match source {
+        Source::Ble(config) => scan::ble::run(&config, tx, shutdown).await,
+        Source::Replay { path, speed, zone } => {
+            let summary = scan::replay::run(&path, speed, Arc::from(zone), tx, shutdown).await?;
+            tracing::info!(played = summary.played, bad_lines = summary.bad_lines, "replay finished");
+            Ok(())
+        }
+        Source::Simulated(mut sim) => {
+            let mut shutdown = shutdown;
+            let mut step = tokio::time::interval(Duration::from_millis(100));
+            let mut from = now_ms();
+            loop {
+                tokio::select! {
+                    _ = step.tick() => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+                let to = now_ms();
+                for ad in sim.advertisements_between(from, to) {
+                    if tx.send(ad).await.is_err() {
+                        return Ok(());
+                    }
+                }
+                from = to;
+            }
+        }
+    }
+}
+
+fn record(store: &mut Store, event: &PresenceEvent) -> anyhow::Result<()> {
+    match event {
+        PresenceEvent::CustomerArrived(arrived) => store.record_arrival(arrived),
+        PresenceEvent::CustomerLeft(left) => store.record_departure(left),
+    }
+    .context("cannot record a visit")
+}
+
+/// Logs an event without personal data: ids only.
+fn log_event(event: &PresenceEvent) {
+    match event {
+        PresenceEvent::CustomerArrived(e) => tracing::info!(
+            visit = %e.visit_id, customer = e.customer.0, zone = %e.zone, "customer arrived"
+        ),
+        PresenceEvent::CustomerLeft(e) => tracing::info!(
+            visit = %e.visit_id, customer = e.customer.0, zone = %e.zone, dwell_s = e.dwell_s,
+            "customer left"
+        ),
+    }
+}
+
+/// A second connection that notices customer changes committed by other processes (an
+/// import, later the sync) and loads a fresh snapshot off the async threads.
+struct IndexReader {
+    store: Arc<std::sync::Mutex<Store>>,
+    revision: i64,
+}
+
+impl IndexReader {
+    async fn open(path: PathBuf) -> anyhow::Result<IndexReader> {
+        let store = tokio::task::spawn_blocking(move || Store::open(&path)).await??;
+        let revision = store.customers_revision()?;
+        Ok(IndexReader {
+            store: Arc::new(std::sync::Mutex::new(store)),
+            revision,
+        })
+    }
+
+    async fn changed_snapshot(&mut self) -> anyhow::Result<Option<crate::resolve::IndexSnapshot>> {
+        let store = self.store.clone();
+        let last = self.revision;
+        let (revision, snapshot) = tokio::task::spawn_blocking(move || {
+            let store = store.lock().expect("reader lock");
+            let revision = store.customers_revision()?;
+            let snapshot = if revision != last {
+                Some(store.index_snapshot()?)
+            } else {
+                None
+            };
+            anyhow::Ok((revision, snapshot))
+        })
+        .await??;
+        self.revision = revision;
+        Ok(snapshot)
+    }
+}
