@@ -1,1 +1,149 @@
-//! End-to-end tests live in tests/.
+//! Helpers for the end-to-end tests: they run the real binaries as separate processes,
+//! against real files (and, for the BLE tests, a real D-Bus with a mocked BlueZ), and assert
+//! on what a user sees: command output, exit codes, the visits the box lists.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A binary of the workspace, built by `cargo build --workspace --bins` (the test script does
+/// this before running the tests).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<name>
+    let path = exe.parent().and_then(Path::parent).unwrap().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Runs a binary to completion.
+pub fn run(name: &str, args: &[&str]) -> Output {
+    Command::new(bin(name))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("spawn")
+}
+
+pub fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// A shop's files in a temporary directory: its database, config and CSVs.
+pub struct Shop {
+    pub dir: tempfile::TempDir,
+}
+
+impl Shop {
+    pub fn new() -> Shop {
+        Shop {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn db(&self) -> String {
+        self.path("edge.db").display().to_string()
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::File::create(&path)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .expect("write test file");
+        path
+    }
+
+    /// Runs `tastesync-edge` with `args`, asserting success.
+    pub fn edge_ok(&self, args: &[&str]) -> String {
+        let output = run("tastesync-edge", args);
+        assert!(
+            output.status.success(),
+            "tastesync-edge {args:?} failed: {}",
+            stderr(&output)
+        );
+        stdout(&output)
+    }
+
+    /// Imports customers from CSV text.
+    pub fn import_customers(&self, csv: &str) {
+        let file = self.write("customers.csv", csv);
+        self.edge_ok(&["customers", "import", "--db", &self.db(), file.to_str().unwrap()]);
+    }
+
+    /// Derives EID keys with the cloud tool and imports them, as a shop would receive them.
+    pub fn enroll_eid(&self, customer_ref: &str, identity_key: &str, exponent: u8, from_s: u64) {
+        let output = run(
+            "tastesync-cloud",
+            &[
+                "eid-keys",
+                "--customer-ref",
+                customer_ref,
+                "--identity-key",
+                identity_key,
+                "--exponent",
+                &exponent.to_string(),
+                "--from",
+                &from_s.to_string(),
+                "--days",
+                "2",
+            ],
+        );
+        assert!(output.status.success(), "{}", stderr(&output));
+        let file = self.write("eid-keys.csv", &stdout(&output));
+        self.edge_ok(&["eid-keys", "--db", &self.db(), file.to_str().unwrap()]);
+    }
+
+    /// The visits the box lists, as JSON objects.
+    pub fn visits(&self) -> Vec<serde_json::Value> {
+        self.edge_ok(&["visits", "--json", "--db", &self.db()])
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("visit JSON"))
+            .collect()
+    }
+}
+
+impl Default for Shop {
+    fn default() -> Self {
+        Shop::new()
+    }
+}
+
+/// Unix time now, in seconds.
+pub fn now_s() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Advertising data of an iBeacon.
+pub fn ibeacon(uuid_hex: &str, major: u16, minor: u16) -> String {
+    format!("0201061aff4c000215{uuid_hex}{major:04x}{minor:04x}c5")
+}
+
+/// The iBeacon payload after the company id, as BlueZ reports manufacturer data.
+pub fn ibeacon_manufacturer_payload(uuid_hex: &str, major: u16, minor: u16) -> String {
+    format!("0215{uuid_hex}{major:04x}{minor:04x}c5")
+}
+
+/// Advertising data of an Eddystone-EID frame.
+pub fn eid_frame(eid_hex: &str) -> String {
+    format!("02010603 03aafe0d16aafe30f6{eid_hex}").replace(' ', "")
+}

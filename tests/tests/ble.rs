@@ -1,0 +1,200 @@
+//! The real BLE path: btleplug → D-Bus → BlueZ, with python-dbusmock's bluez5 template
+//! standing in for bluetoothd on a private bus. No radio needed, nothing else mocked.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use tastesync_e2e::*;
+use tastesync_shared::eid::eid;
+use tastesync_shared::hexfmt::{hex, parse_fixed};
+
+const UUID: &str = "f7826da64fa24e988024bc5b71e0893e";
+const PHONE_KEY: &str = "00112233445566778899aabbccddeeff";
+
+/// The Python interpreter that has python-dbusmock, installing it if needed.
+fn mock_python() -> String {
+    if let Ok(python) = std::env::var("TASTESYNC_BLE_PYTHON") {
+        return python;
+    }
+    let output = Command::new("bash")
+        .arg(workspace().join("scripts/install-ble-mock.sh"))
+        .output()
+        .expect("run install-ble-mock.sh");
+    assert!(output.status.success(), "install-ble-mock.sh failed: {}", stderr(&output));
+    stdout(&output).lines().last().expect("python path").to_string()
+}
+
+/// The mock BlueZ driver (tests/ble/mock_bluez.py).
+struct MockBluez {
+    child: Child,
+    stdin: ChildStdin,
+    replies: mpsc::Receiver<String>,
+    bus: String,
+}
+
+impl MockBluez {
+    fn start(args: &[&str]) -> MockBluez {
+        let mut child = Command::new(mock_python())
+            .arg(workspace().join("tests/ble/mock_bluez.py"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start mock_bluez.py");
+        let stdin = child.stdin.take().unwrap();
+        let (tx, replies) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let ready = replies.recv_timeout(Duration::from_secs(30)).expect("mock ready");
+        let bus = ready.strip_prefix("READY ").expect("READY line").to_string();
+        MockBluez { child, stdin, replies, bus }
+    }
+
+    fn send(&mut self, command: serde_json::Value) {
+        writeln!(self.stdin, "{command}").unwrap();
+        let reply = self.replies.recv_timeout(Duration::from_secs(10)).expect("reply");
+        assert_eq!(reply, "OK", "{command}");
+    }
+
+    fn stop(mut self) {
+        drop(self.stdin);
+        let _ = self.child.wait();
+    }
+}
+
+/// `tastesync-edge run` on the mock's bus, with its log lines collected.
+struct Daemon {
+    child: Child,
+    log: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    fn start(config: &std::path::Path, bus: &str) -> Daemon {
+        let mut child = Command::new(bin("tastesync-edge"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the daemon");
+        let (tx, log) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Daemon { child, log }
+    }
+
+    fn wait_for_log(&self, needle: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok(line) = self.log.recv_timeout(Duration::from_millis(200)) {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return seen;
+                }
+            }
+        }
+        panic!("the daemon never logged {needle:?}; it logged:\n{}", seen.join("\n"));
+    }
+
+    /// SIGTERM, as systemd stops it; returns whether it exited cleanly.
+    fn terminate(mut self) -> bool {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+fn config(shop: &Shop) -> std::path::PathBuf {
+    shop.write(
+        "edge.toml",
+        &format!(
+            "database = {:?}\n[scanner]\nsource = \"ble\"\nzone = \"door\"\n[presence]\nabsence_ms = 60000\n",
+            shop.db()
+        ),
+    )
+}
+
+#[test]
+fn advertisements_over_dbus_identify_a_tag_and_an_eid_phone_but_not_a_stranger() {
+    let shop = Shop::new();
+    shop.import_customers(
+        "customer_ref,display_name,tag_ids\nC1,Minji Kim,ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:14\nP1,Joon Park,\n",
+    );
+    shop.enroll_eid("P1", PHONE_KEY, 10, now_s());
+    let mut mock = MockBluez::start(&[]);
+    let daemon = Daemon::start(&config(&shop), &mock.bus);
+    daemon.wait_for_log("BLE discovery started");
+
+    let tag = "c0:11:22:33:44:01";
+    let phone = "d4:11:22:33:44:02";
+    let stranger = "c0:11:22:33:44:03";
+    for (mac, name) in [(tag, "tag"), (phone, "phone"), (stranger, "stranger")] {
+        mock.send(serde_json::json!({"cmd": "add_device", "mac": mac, "name": name}));
+    }
+    let key: [u8; 16] = parse_fixed(PHONE_KEY).unwrap();
+    for i in 0..6 {
+        mock.send(serde_json::json!({
+            "cmd": "advertise", "mac": tag, "rssi": -60 - (i % 2),
+            "manufacturer_data": {"76": ibeacon_manufacturer_payload(UUID, 1, 14)}
+        }));
+        let current = hex(&eid(&key, 10, now_s() as u32));
+        mock.send(serde_json::json!({
+            "cmd": "advertise", "mac": phone, "rssi": -63 + (i % 2),
+            "service_data": {"0000feaa-0000-1000-8000-00805f9b34fb": format!("30f6{current}")}
+        }));
+        mock.send(serde_json::json!({
+            "cmd": "advertise", "mac": stranger, "rssi": -50,
+            "manufacturer_data": {"76": ibeacon_manufacturer_payload(UUID, 1, 99)}
+        }));
+        std::thread::sleep(Duration::from_millis(150));
+    }
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut visits = shop.visits();
+    while visits.len() < 2 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        visits = shop.visits();
+    }
+    let mut who: Vec<String> = visits.iter().map(|v| v["customer_ref"].as_str().unwrap().to_string()).collect();
+    who.sort();
+    assert_eq!(who, ["C1", "P1"], "{visits:?}");
+    assert!(visits.iter().all(|v| v["zone"] == "door" && v["left_at_ms"].is_null()));
+    assert!(daemon.terminate(), "clean exit on SIGTERM");
+    mock.stop();
+}
+
+#[test]
+fn no_bluez_and_no_adapter_are_explained() {
+    let shop = Shop::new();
+    let config = config(&shop);
+
+    let output = Command::new(bin("tastesync-edge"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("cannot connect to D-Bus"), "{}", stderr(&output));
+
+    let mock = MockBluez::start(&["--no-adapter"]);
+    let output = Command::new(bin("tastesync-edge"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("DBUS_SYSTEM_BUS_ADDRESS", &mock.bus)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).contains("no Bluetooth adapter found"), "{}", stderr(&output));
+    mock.stop();
+}
