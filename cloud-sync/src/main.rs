@@ -77,7 +77,10 @@ fn run(command: Command) -> Result<(), String> {
             println!("customer_ref,exponent,epoch,temporary_key");
             // One epoch back too: a tag whose clock runs late is still in the previous one.
             for epoch in epoch_of(from).saturating_sub(1)..=epoch_of(until) {
-                println!("{customer_ref},{exponent},{epoch},{}", hex(&temporary_key(&key, epoch)));
+                println!(
+                    "{customer_ref},{exponent},{epoch},{}",
+                    hex(&temporary_key(&key, epoch))
+                );
             }
         }
     }

@@ -136,7 +136,10 @@ impl Config {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         {
-            bail!("shop_id {:?} must be letters, digits, '-' or '_'", self.shop_id);
+            bail!(
+                "shop_id {:?} must be letters, digits, '-' or '_'",
+                self.shop_id
+            );
         }
         self.presence
             .validate()
@@ -182,7 +185,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
@@ -209,15 +215,24 @@ mod tests {
     #[test]
     fn mistakes_are_explained() {
         let cases = [
-            ("[presence]\narive_rssi = -70\n", "unknown field `arive_rssi`"),
+            (
+                "[presence]\narive_rssi = -70\n",
+                "unknown field `arive_rssi`",
+            ),
             ("shop_id = \"a b\"\n", "must be letters"),
-            ("[scanner]\nsource = \"replay\"\n", "needs scanner.replay_file"),
+            (
+                "[scanner]\nsource = \"replay\"\n",
+                "needs scanner.replay_file",
+            ),
             ("[scanner]\nsource = \"radio\"\n", "unknown variant `radio`"),
             ("[presence]\nleave_rssi = -50\n", "leave_rssi"),
             ("shop_id = ", "not valid TOML"),
         ];
         for (text, expected) in cases {
-            let err = format!("{:#}", Config::parse(text, env(&[]), "test.toml").unwrap_err());
+            let err = format!(
+                "{:#}",
+                Config::parse(text, env(&[]), "test.toml").unwrap_err()
+            );
             assert!(err.contains(expected), "{text:?}: {err}");
         }
     }

@@ -68,7 +68,10 @@ pub async fn run(
     let mut store = Store::open(&config.database)?;
     let interrupted = store.close_interrupted_visits()?;
     if interrupted > 0 {
-        tracing::warn!(visits = interrupted, "closed visits left open by an unclean stop");
+        tracing::warn!(
+            visits = interrupted,
+            "closed visits left open by an unclean stop"
+        );
     }
     let snapshot = store.index_snapshot()?;
     let mut pipeline = Pipeline::new(
@@ -85,17 +88,18 @@ pub async fn run(
     let source_task = tokio::spawn(run_source(source, ad_tx, shutdown.clone()));
 
     let (event_tx, event_rx) = std::sync::mpsc::channel::<PresenceEvent>();
-    let store_thread = std::thread::Builder::new()
-        .name("store".into())
-        .spawn(move || -> anyhow::Result<()> {
-            for event in event_rx {
-                record(&mut store, &event)?;
-                if let Some(hook) = hook.as_mut() {
-                    hook(&store, &event);
+    let store_thread =
+        std::thread::Builder::new()
+            .name("store".into())
+            .spawn(move || -> anyhow::Result<()> {
+                for event in event_rx {
+                    record(&mut store, &event)?;
+                    if let Some(hook) = hook.as_mut() {
+                        hook(&store, &event);
+                    }
                 }
-            }
-            Ok(())
-        })?;
+                Ok(())
+            })?;
 
     let mut reader = IndexReader::open(config.database.clone()).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -154,7 +158,11 @@ async fn run_source(
         Source::Ble(config) => scan::ble::run(&config, tx, shutdown).await,
         Source::Replay { path, speed, zone } => {
             let summary = scan::replay::run(&path, speed, Arc::from(zone), tx, shutdown).await?;
-            tracing::info!(played = summary.played, bad_lines = summary.bad_lines, "replay finished");
+            tracing::info!(
+                played = summary.played,
+                bad_lines = summary.bad_lines,
+                "replay finished"
+            );
             Ok(())
         }
         Source::Simulated(mut sim) => {

@@ -18,7 +18,9 @@ use crate::config::Config;
 use crate::daemon::{self, Source};
 use crate::events::{CustomerArrived, CustomerLeft, PresenceEvent};
 use crate::presence::PresenceConfig;
-use crate::simulate::{Broadcast, Schedule, Simulation, eddystone_uid_advertisement, ibeacon_advertisement};
+use crate::simulate::{
+    Broadcast, Schedule, Simulation, eddystone_uid_advertisement, ibeacon_advertisement,
+};
 use crate::store::Store;
 use crate::{Millis, now_ms};
 
@@ -46,12 +48,60 @@ enum Carries {
 }
 
 const CUSTOMERS: &[DemoCustomer] = &[
-    DemoCustomer { customer_ref: "C-1001", name: "Minji Kim", tier: "gold", notes: "allergic to peanuts", preferences: "oat latte", carries: Carries::IBeacon(1), past_visits: 13 },
-    DemoCustomer { customer_ref: "C-1002", name: "Joon Park", tier: "silver", notes: "", preferences: "americano, extra shot", carries: Carries::IBeacon(2), past_visits: 4 },
-    DemoCustomer { customer_ref: "C-1003", name: "Sophie Martin", tier: "", notes: "lactose intolerant", preferences: "green tea", carries: Carries::EddystoneUid([0, 0, 0, 0, 0, 3]), past_visits: 1 },
-    DemoCustomer { customer_ref: "C-1004", name: "Hyun-woo Lee", tier: "gold", notes: "", preferences: "cold brew", carries: Carries::EidPhone([0x11; 16]), past_visits: 22 },
-    DemoCustomer { customer_ref: "C-1005", name: "Seo-yeon Jung", tier: "", notes: "vegan", preferences: "soy latte, no sugar", carries: Carries::EidPhone([0x22; 16]), past_visits: 0 },
-    DemoCustomer { customer_ref: "C-1006", name: "Daniel Choi", tier: "silver", notes: "gluten-free", preferences: "flat white", carries: Carries::IBeacon(6), past_visits: 7 },
+    DemoCustomer {
+        customer_ref: "C-1001",
+        name: "Minji Kim",
+        tier: "gold",
+        notes: "allergic to peanuts",
+        preferences: "oat latte",
+        carries: Carries::IBeacon(1),
+        past_visits: 13,
+    },
+    DemoCustomer {
+        customer_ref: "C-1002",
+        name: "Joon Park",
+        tier: "silver",
+        notes: "",
+        preferences: "americano, extra shot",
+        carries: Carries::IBeacon(2),
+        past_visits: 4,
+    },
+    DemoCustomer {
+        customer_ref: "C-1003",
+        name: "Sophie Martin",
+        tier: "",
+        notes: "lactose intolerant",
+        preferences: "green tea",
+        carries: Carries::EddystoneUid([0, 0, 0, 0, 0, 3]),
+        past_visits: 1,
+    },
+    DemoCustomer {
+        customer_ref: "C-1004",
+        name: "Hyun-woo Lee",
+        tier: "gold",
+        notes: "",
+        preferences: "cold brew",
+        carries: Carries::EidPhone([0x11; 16]),
+        past_visits: 22,
+    },
+    DemoCustomer {
+        customer_ref: "C-1005",
+        name: "Seo-yeon Jung",
+        tier: "",
+        notes: "vegan",
+        preferences: "soy latte, no sugar",
+        carries: Carries::EidPhone([0x22; 16]),
+        past_visits: 0,
+    },
+    DemoCustomer {
+        customer_ref: "C-1006",
+        name: "Daniel Choi",
+        tier: "silver",
+        notes: "gluten-free",
+        preferences: "flat white",
+        carries: Carries::IBeacon(6),
+        past_visits: 7,
+    },
 ];
 
 /// Options of `tastesync-edge demo`.
@@ -72,7 +122,11 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     }
     let start = now_ms();
     let mut store = Store::open(&database)?;
-    seed(&mut store, database.parent().unwrap_or(Path::new(".")), start)?;
+    seed(
+        &mut store,
+        database.parent().unwrap_or(Path::new(".")),
+        start,
+    )?;
     drop(store);
 
     let config = Config {
@@ -94,9 +148,21 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     );
     for (i, customer) in CUSTOMERS.iter().enumerate() {
         let (broadcast, period) = match customer.carries {
-            Carries::IBeacon(minor) => (Broadcast::Fixed(ibeacon_advertisement(&SHOP_UUID, 1, minor)), 1000),
-            Carries::EddystoneUid(instance) => (Broadcast::Fixed(eddystone_uid_advertisement(&NAMESPACE, &instance)), 1000),
-            Carries::EidPhone(identity_key) => (Broadcast::Eid { identity_key, exponent: 10 }, 250),
+            Carries::IBeacon(minor) => (
+                Broadcast::Fixed(ibeacon_advertisement(&SHOP_UUID, 1, minor)),
+                1000,
+            ),
+            Carries::EddystoneUid(instance) => (
+                Broadcast::Fixed(eddystone_uid_advertisement(&NAMESPACE, &instance)),
+                1000,
+            ),
+            Carries::EidPhone(identity_key) => (
+                Broadcast::Eid {
+                    identity_key,
+                    exponent: 10,
+                },
+                250,
+            ),
         };
         sim.add_customer(broadcast, period, start, 2_000 + 4_000 * i as Millis);
     }
@@ -111,7 +177,13 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     spawn_stopper(stop_tx, options.duration);
-    let stats = daemon::run(&config, Source::Simulated(sim), stop_rx, Some(Box::new(print_event))).await?;
+    let stats = daemon::run(
+        &config,
+        Source::Simulated(sim),
+        stop_rx,
+        Some(Box::new(print_event)),
+    )
+    .await?;
     println!(
         "\n{} advertisements heard, {} beacons, {} from enrolled customers, {} malformed.",
         stats.advertisements, stats.beacons, stats.recognised, stats.malformed
@@ -147,16 +219,27 @@ fn seed(store: &mut Store, dir: &Path, now: Millis) -> anyhow::Result<()> {
                 "ibeacon:{}:1:{minor}",
                 tastesync_shared::hexfmt::uuid(&SHOP_UUID)
             ),
-            Carries::EddystoneUid(instance) => format!("eddystone-uid:{}:{}", hex(&NAMESPACE), hex(&instance)),
+            Carries::EddystoneUid(instance) => {
+                format!("eddystone-uid:{}:{}", hex(&NAMESPACE), hex(&instance))
+            }
             Carries::EidPhone(identity_key) => {
                 // What the cloud does: derive temporary keys for the coming days.
                 for epoch in first_epoch.saturating_sub(1)..=first_epoch.saturating_add(10) {
-                    let _ = writeln!(keys, "{},10,{epoch},{}", c.customer_ref, hex(&temporary_key(&identity_key, epoch)));
+                    let _ = writeln!(
+                        keys,
+                        "{},10,{epoch},{}",
+                        c.customer_ref,
+                        hex(&temporary_key(&identity_key, epoch))
+                    );
                 }
                 String::new()
             }
         };
-        let _ = writeln!(customers, "{},{},{},{},\"{}\",{tag}", c.customer_ref, c.name, c.tier, c.notes, c.preferences);
+        let _ = writeln!(
+            customers,
+            "{},{},{},{},\"{}\",{tag}",
+            c.customer_ref, c.name, c.tier, c.notes, c.preferences
+        );
     }
     let customers_csv = dir.join("demo-customers.csv");
     let keys_csv = dir.join("demo-eid-keys.csv");
@@ -175,7 +258,12 @@ fn seed(store: &mut Store, dir: &Path, now: Millis) -> anyhow::Result<()> {
         for n in 1..=c.past_visits {
             let arrived_at_ms = now - Millis::from(n) * 3 * 86_400_000;
             let visit_id = Uuid::now_v7();
-            store.record_arrival(&CustomerArrived { visit_id, customer: id, zone: "counter".into(), arrived_at_ms })?;
+            store.record_arrival(&CustomerArrived {
+                visit_id,
+                customer: id,
+                zone: "counter".into(),
+                arrived_at_ms,
+            })?;
             store.record_departure(&CustomerLeft {
                 visit_id,
                 customer: id,
@@ -203,14 +291,22 @@ fn describe(store: &Store, event: &PresenceEvent) -> anyhow::Result<String> {
         .context("customer removed meanwhile")?;
     Ok(match event {
         PresenceEvent::CustomerArrived(a) => {
-            let mut line = format!("{}  ▶ {} is here", clock(a.arrived_at_ms), customer.display_name);
+            let mut line = format!(
+                "{}  ▶ {} is here",
+                clock(a.arrived_at_ms),
+                customer.display_name
+            );
             if !customer.tier.is_empty() {
                 let _ = write!(line, " ({})", customer.tier);
             }
             let visits = store.visit_count(customer.id)?;
             let _ = write!(line, ": {} visit", ordinal(visits));
             if let Some(previous) = store.previous_visit(customer.id, a.arrived_at_ms)? {
-                let _ = write!(line, ", last {}", ago(a.arrived_at_ms.saturating_sub(previous)));
+                let _ = write!(
+                    line,
+                    ", last {}",
+                    ago(a.arrived_at_ms.saturating_sub(previous))
+                );
             }
             if !customer.preferences.is_empty() {
                 let _ = write!(line, " · usually {}", customer.preferences);
@@ -264,8 +360,15 @@ mod tests {
 
     #[test]
     fn ordinals_and_durations_read_naturally() {
-        let got: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 111].map(ordinal).to_vec();
-        assert_eq!(got, ["1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "14th", "21st", "22nd", "111th"]);
+        let got: Vec<String> = [1, 2, 3, 4, 11, 12, 13, 14, 21, 22, 111]
+            .map(ordinal)
+            .to_vec();
+        assert_eq!(
+            got,
+            [
+                "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "14th", "21st", "22nd", "111th"
+            ]
+        );
         assert_eq!(ago(3 * 86_400_000), "3 days ago");
         assert_eq!(ago(5 * 60_000), "5 min ago");
         assert_eq!(clock(3_723_000), "01:02:03");

@@ -1,5 +1,6 @@
 //! `tastesync-edge`: the shop box's command line. See the README for every command.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -15,7 +16,11 @@ use tastesync_shared::hexfmt::{hex, parse, parse_fixed};
 use tokio::sync::watch;
 
 #[derive(Parser)]
-#[command(name = "tastesync-edge", version, about = "TasteSync Edge: the in-store customer-recognition box")]
+#[command(
+    name = "tastesync-edge",
+    version,
+    about = "TasteSync Edge: the in-store customer-recognition box"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -131,6 +136,7 @@ fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
@@ -162,10 +168,15 @@ fn execute(command: Command) -> anyhow::Result<()> {
             time,
         } => {
             let key: [u8; 16] = parse_fixed(identity_key.trim()).ok_or_else(|| {
-                BadInput(format!("--identity-key must be 32 hex digits (16 bytes), got {identity_key:?}"))
+                BadInput(format!(
+                    "--identity-key must be 32 hex digits (16 bytes), got {identity_key:?}"
+                ))
             })?;
             if exponent > MAX_EXPONENT {
-                return Err(BadInput(format!("--exponent must be 0 to {MAX_EXPONENT}, got {exponent}")).into());
+                return Err(BadInput(format!(
+                    "--exponent must be 0 to {MAX_EXPONENT}, got {exponent}"
+                ))
+                .into());
             }
             println!("{}", hex(&eid(&key, exponent, time)));
         }
@@ -184,6 +195,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
                     advertisements = stats.advertisements,
                     recognised = stats.recognised,
                     malformed = stats.malformed,
+                    peak_rss_kb = peak_rss_kb().unwrap_or(0),
                     "stopped"
                 );
                 anyhow::Ok(())
@@ -203,7 +215,10 @@ fn execute(command: Command) -> anyhow::Result<()> {
         Command::Customers(CustomersCommand::Import { db, file }) => {
             let mut store = open_store(&db)?;
             let report = store.import_customers(&file)?;
-            println!("imported {} customers with {} tags", report.rows, report.tags);
+            println!(
+                "imported {} customers with {} tags",
+                report.rows, report.tags
+            );
         }
         Command::Customers(CustomersCommand::List { db, json }) => {
             let store = open_store(&db)?;
@@ -211,8 +226,17 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 if json {
                     println!("{}", serde_json::to_string(&c)?);
                 } else {
-                    let eid = c.eid_exponent.map(|k| format!(" eid(K={k})")).unwrap_or_default();
-                    println!("{}\t{}\t{}\t{}{eid}", c.customer_ref, c.display_name, c.tier, c.tag_ids.join(";"));
+                    let eid = c
+                        .eid_exponent
+                        .map(|k| format!(" eid(K={k})"))
+                        .unwrap_or_default();
+                    println!(
+                        "{}\t{}\t{}\t{}{eid}",
+                        c.customer_ref,
+                        c.display_name,
+                        c.tier,
+                        c.tag_ids.join(";")
+                    );
                 }
             }
         }
@@ -234,8 +258,14 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 if json {
                     println!("{}", serde_json::to_string(&v)?);
                 } else {
-                    let dwell = v.dwell_s.map(|d| format!("{d} s")).unwrap_or_else(|| "present".into());
-                    println!("{}\t{}\t{}\t{}\t{dwell}", v.visit_id, v.customer_ref, v.zone, v.arrived_at_ms);
+                    let dwell = v
+                        .dwell_s
+                        .map(|d| format!("{d} s"))
+                        .unwrap_or_else(|| "present".into());
+                    println!(
+                        "{}\t{}\t{}\t{}\t{dwell}",
+                        v.visit_id, v.customer_ref, v.zone, v.arrived_at_ms
+                    );
                 }
             }
         }
@@ -251,13 +281,23 @@ fn parse_hex_argument(text: &str) -> anyhow::Result<Vec<u8>> {
         .filter(|c| !c.is_whitespace() && *c != ':' && *c != '-')
         .collect();
     if cleaned.is_empty() {
-        return Err(BadInput("no bytes given: pass the advertisement in hex, e.g. 0201061aff4c000215...".into()).into());
+        return Err(BadInput(
+            "no bytes given: pass the advertisement in hex, e.g. 0201061aff4c000215...".into(),
+        )
+        .into());
     }
     if let Some(bad) = cleaned.chars().find(|c| !c.is_ascii_hexdigit()) {
-        return Err(BadInput(format!("{bad:?} is not a hex digit; pass the advertisement in hex")).into());
+        return Err(BadInput(format!(
+            "{bad:?} is not a hex digit; pass the advertisement in hex"
+        ))
+        .into());
     }
     parse(&cleaned).ok_or_else(|| {
-        BadInput(format!("odd number of hex digits ({}): each byte takes two", cleaned.len())).into()
+        BadInput(format!(
+            "odd number of hex digits ({}): each byte takes two",
+            cleaned.len()
+        ))
+        .into()
     })
 }
 
@@ -284,4 +324,13 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+}
+
+/// The process's peak resident memory (VmHWM), in kB, on Linux.
+fn peak_rss_kb() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

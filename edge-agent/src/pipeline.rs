@@ -129,7 +129,9 @@ mod tests {
     const IK: [u8; 16] = [0x42; 16];
 
     fn eid_frame(eid: [u8; 8]) -> Vec<u8> {
-        let mut data = vec![0x02, 0x01, 0x06, 0x03, 0x03, 0xaa, 0xfe, 0x0d, 0x16, 0xaa, 0xfe, 0x30, 0xf6];
+        let mut data = vec![
+            0x02, 0x01, 0x06, 0x03, 0x03, 0xaa, 0xfe, 0x0d, 0x16, 0xaa, 0xfe, 0x30, 0xf6,
+        ];
         data.extend_from_slice(&eid);
         data
     }
@@ -145,7 +147,9 @@ mod tests {
                 CustomerId(5),
                 EidTag {
                     exponent,
-                    temporary_keys: (first..first + 2).map(|e| (e, temporary_key(&IK, e))).collect(),
+                    temporary_keys: (first..first + 2)
+                        .map(|e| (e, temporary_key(&IK, e)))
+                        .collect(),
                 },
             )],
         };
@@ -167,7 +171,11 @@ mod tests {
             pipeline.process(&ad, &mut events);
         }
         assert!(seen.len() >= 5, "crossed {} windows", seen.len());
-        assert_eq!(events.len(), 1, "one visit across EID rotations: {events:?}");
+        assert_eq!(
+            events.len(),
+            1,
+            "one visit across EID rotations: {events:?}"
+        );
         assert_eq!(pipeline.stats().recognised, 3000);
         assert_eq!(events[0].customer(), CustomerId(5));
     }

@@ -218,7 +218,8 @@ impl PresenceTracker {
 }
 
 fn new_visit_id(at: Millis) -> Uuid {
-    let ts = uuid::Timestamp::from_unix(uuid::NoContext, at / 1000, ((at % 1000) * 1_000_000) as u32);
+    let ts =
+        uuid::Timestamp::from_unix(uuid::NoContext, at / 1000, ((at % 1000) * 1_000_000) as u32);
     Uuid::new_v7(ts)
 }
 

@@ -45,7 +45,10 @@ pub enum Broadcast {
     /// Fixed advertising data (a loyalty tag, or a stranger's beacon or phone).
     Fixed(Vec<u8>),
     /// An Eddystone-EID phone app: the EID rotates with the clock.
-    Eid { identity_key: [u8; 16], exponent: u8 },
+    Eid {
+        identity_key: [u8; 16],
+        exponent: u8,
+    },
 }
 
 impl Broadcast {
@@ -72,14 +75,18 @@ pub fn ibeacon_advertisement(uuid: &[u8; 16], major: u16, minor: u16) -> Vec<u8>
 
 /// Advertising data of an Eddystone-EID frame.
 pub fn eid_advertisement(eid: &[u8; 8]) -> Vec<u8> {
-    let mut data = vec![0x02, 0x01, 0x06, 0x03, 0x03, 0xaa, 0xfe, 0x0d, 0x16, 0xaa, 0xfe, 0x30, 0xf6];
+    let mut data = vec![
+        0x02, 0x01, 0x06, 0x03, 0x03, 0xaa, 0xfe, 0x0d, 0x16, 0xaa, 0xfe, 0x30, 0xf6,
+    ];
     data.extend_from_slice(eid);
     data
 }
 
 /// Advertising data of an Eddystone-UID frame.
 pub fn eddystone_uid_advertisement(namespace: &[u8; 10], instance: &[u8; 6]) -> Vec<u8> {
-    let mut data = vec![0x02, 0x01, 0x06, 0x03, 0x03, 0xaa, 0xfe, 0x17, 0x16, 0xaa, 0xfe, 0x00, 0xe7];
+    let mut data = vec![
+        0x02, 0x01, 0x06, 0x03, 0x03, 0xaa, 0xfe, 0x17, 0x16, 0xaa, 0xfe, 0x00, 0xe7,
+    ];
     data.extend_from_slice(namespace);
     data.extend_from_slice(instance);
     data.extend_from_slice(&[0, 0]);
@@ -138,7 +145,13 @@ impl Simulation {
         first_visit_in_ms: Millis,
     ) {
         let near_rssi = self.rng.range(-68, -58) as i16;
-        self.push(broadcast, period_ms, near_rssi, true, start + first_visit_in_ms);
+        self.push(
+            broadcast,
+            period_ms,
+            near_rssi,
+            true,
+            start + first_visit_in_ms,
+        );
     }
 
     /// `count` strangers' devices in range: phones with random addresses, other people's
@@ -166,7 +179,14 @@ impl Simulation {
         }
     }
 
-    fn push(&mut self, broadcast: Broadcast, period_ms: Millis, near_rssi: i16, visits: bool, next_visit_at: Millis) {
+    fn push(
+        &mut self,
+        broadcast: Broadcast,
+        period_ms: Millis,
+        near_rssi: i16,
+        visits: bool,
+        next_visit_at: Millis,
+    ) {
         let mut address = self.rng.bytes::<6>();
         address[0] |= 0xc0; // random static address
         self.devices.push(SimDevice {
@@ -209,7 +229,12 @@ impl Simulation {
 }
 
 /// The RSSI the scanner hears from `device` at `at`, or `None` if it is out of range.
-fn heard_rssi(device: &mut SimDevice, at: Millis, rng: &mut Rng, schedule: Schedule) -> Option<i16> {
+fn heard_rssi(
+    device: &mut SimDevice,
+    at: Millis,
+    rng: &mut Rng,
+    schedule: Schedule,
+) -> Option<i16> {
     if !device.visits {
         return Some(device.near_rssi + rng.range(-4, 4) as i16);
     }
@@ -243,12 +268,24 @@ mod tests {
             gap_ms: (40_000, 50_000),
         };
         let mut sim = Simulation::new(1, "main", schedule);
-        sim.add_customer(Broadcast::Fixed(ibeacon_advertisement(&[0xab; 16], 1, 1)), 1000, 0, 5_000);
+        sim.add_customer(
+            Broadcast::Fixed(ibeacon_advertisement(&[0xab; 16], 1, 1)),
+            1000,
+            0,
+            5_000,
+        );
         sim.add_strangers(10);
         let ads = sim.advertisements_between(0, 120_000);
         assert!(ads.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
         let is_customer = |a: &&Advertisement| a.data.get(9..25) == Some(&[0xab; 16][..]);
-        assert!(ads.iter().filter(is_customer).any(|a| a.rssi > -75), "the customer comes near");
-        assert!(ads.iter().filter(|a| !is_customer(a)).all(|a| a.rssi <= -76));
+        assert!(
+            ads.iter().filter(is_customer).any(|a| a.rssi > -75),
+            "the customer comes near"
+        );
+        assert!(
+            ads.iter()
+                .filter(|a| !is_customer(a))
+                .all(|a| a.rssi <= -76)
+        );
     }
 }

@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A binary of the workspace, built by `cargo build --workspace --bins` (the test script does
@@ -84,7 +87,13 @@ impl Shop {
     /// Imports customers from CSV text.
     pub fn import_customers(&self, csv: &str) {
         let file = self.write("customers.csv", csv);
-        self.edge_ok(&["customers", "import", "--db", &self.db(), file.to_str().unwrap()]);
+        self.edge_ok(&[
+            "customers",
+            "import",
+            "--db",
+            &self.db(),
+            file.to_str().unwrap(),
+        ]);
     }
 
     /// Derives EID keys with the cloud tool and imports them, as a shop would receive them.

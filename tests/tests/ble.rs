@@ -22,8 +22,16 @@ fn mock_python() -> String {
         .arg(workspace().join("scripts/install-ble-mock.sh"))
         .output()
         .expect("run install-ble-mock.sh");
-    assert!(output.status.success(), "install-ble-mock.sh failed: {}", stderr(&output));
-    stdout(&output).lines().last().expect("python path").to_string()
+    assert!(
+        output.status.success(),
+        "install-ble-mock.sh failed: {}",
+        stderr(&output)
+    );
+    stdout(&output)
+        .lines()
+        .last()
+        .expect("python path")
+        .to_string()
 }
 
 /// The mock BlueZ driver (tests/ble/mock_bluez.py).
@@ -51,14 +59,27 @@ impl MockBluez {
                 let _ = tx.send(line);
             }
         });
-        let ready = replies.recv_timeout(Duration::from_secs(30)).expect("mock ready");
-        let bus = ready.strip_prefix("READY ").expect("READY line").to_string();
-        MockBluez { child, stdin, replies, bus }
+        let ready = replies
+            .recv_timeout(Duration::from_secs(30))
+            .expect("mock ready");
+        let bus = ready
+            .strip_prefix("READY ")
+            .expect("READY line")
+            .to_string();
+        MockBluez {
+            child,
+            stdin,
+            replies,
+            bus,
+        }
     }
 
     fn send(&mut self, command: serde_json::Value) {
         writeln!(self.stdin, "{command}").unwrap();
-        let reply = self.replies.recv_timeout(Duration::from_secs(10)).expect("reply");
+        let reply = self
+            .replies
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reply");
         assert_eq!(reply, "OK", "{command}");
     }
 
@@ -106,12 +127,17 @@ impl Daemon {
                 }
             }
         }
-        panic!("the daemon never logged {needle:?}; it logged:\n{}", seen.join("\n"));
+        panic!(
+            "the daemon never logged {needle:?}; it logged:\n{}",
+            seen.join("\n")
+        );
     }
 
     /// SIGTERM, as systemd stops it; returns whether it exited cleanly.
     fn terminate(mut self) -> bool {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
 }
@@ -167,10 +193,17 @@ fn advertisements_over_dbus_identify_a_tag_and_an_eid_phone_but_not_a_stranger()
         std::thread::sleep(Duration::from_millis(200));
         visits = shop.visits();
     }
-    let mut who: Vec<String> = visits.iter().map(|v| v["customer_ref"].as_str().unwrap().to_string()).collect();
+    let mut who: Vec<String> = visits
+        .iter()
+        .map(|v| v["customer_ref"].as_str().unwrap().to_string())
+        .collect();
     who.sort();
     assert_eq!(who, ["C1", "P1"], "{visits:?}");
-    assert!(visits.iter().all(|v| v["zone"] == "door" && v["left_at_ms"].is_null()));
+    assert!(
+        visits
+            .iter()
+            .all(|v| v["zone"] == "door" && v["left_at_ms"].is_null())
+    );
     assert!(daemon.terminate(), "clean exit on SIGTERM");
     mock.stop();
 }
@@ -186,7 +219,11 @@ fn no_bluez_and_no_adapter_are_explained() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("cannot connect to D-Bus"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("cannot connect to D-Bus"),
+        "{}",
+        stderr(&output)
+    );
 
     let mock = MockBluez::start(&["--no-adapter"]);
     let output = Command::new(bin("tastesync-edge"))
@@ -195,6 +232,10 @@ fn no_bluez_and_no_adapter_are_explained() {
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr(&output).contains("no Bluetooth adapter found"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("no Bluetooth adapter found"),
+        "{}",
+        stderr(&output)
+    );
     mock.stop();
 }

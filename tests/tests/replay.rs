@@ -13,9 +13,9 @@ const PHONE_KEY: &str = "8a1b2c3d4e5f60718293a4b5c6d7e8f9";
 #[test]
 fn replayed_shop_traffic_becomes_visits() {
     let shop = Shop::new();
-    shop.import_customers(&format!(
-        "customer_ref,display_name,tag_ids\nC1,Minji Kim,ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:14\nP1,Joon Park,\n"
-    ));
+    shop.import_customers(
+        "customer_ref,display_name,tag_ids\nC1,Minji Kim,ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:14\nP1,Joon Park,\n",
+    );
     let start_s = now_s() - 3600; // recorded an hour ago
     shop.enroll_eid("P1", PHONE_KEY, 6, start_s);
 
@@ -29,12 +29,20 @@ fn replayed_shop_traffic_becomes_visits() {
         let phone = eid_frame(&hex(&eid(&key, 6, (t_ms / 1000) as u32)));
         // The tag is in the shop for the first 2 minutes, the phone from minute 1 to 4.
         if i < 240 {
-            writeln!(lines, r#"{{"t_ms":{t_ms},"address":"c0:00:00:00:00:01","rssi":-61,"data":"{tag}"}}"#).unwrap();
+            writeln!(
+                lines,
+                r#"{{"t_ms":{t_ms},"address":"c0:00:00:00:00:01","rssi":-61,"data":"{tag}"}}"#
+            )
+            .unwrap();
         }
         if (120..480).contains(&i) {
             writeln!(lines, r#"{{"t_ms":{t_ms},"address":"d0:00:00:00:00:{:02x}","rssi":-64,"data":"{phone}","zone":"terrace"}}"#, i / 100).unwrap();
         }
-        writeln!(lines, r#"{{"t_ms":{t_ms},"address":"c0:00:00:00:00:02","rssi":-50,"data":"{stranger}"}}"#).unwrap();
+        writeln!(
+            lines,
+            r#"{{"t_ms":{t_ms},"address":"c0:00:00:00:00:02","rssi":-50,"data":"{stranger}"}}"#
+        )
+        .unwrap();
         if i % 100 == 0 {
             lines.push_str("{\"t_ms\": \"garbage\"}\n");
         }
@@ -48,7 +56,10 @@ fn replayed_shop_traffic_becomes_visits() {
             recording.display().to_string()
         ),
     );
-    let output = run("tastesync-edge", &["run", "--config", config.to_str().unwrap()]);
+    let output = run(
+        "tastesync-edge",
+        &["run", "--config", config.to_str().unwrap()],
+    );
     assert!(output.status.success(), "{}", stderr(&output));
 
     let mut visits = shop.visits();
@@ -57,9 +68,16 @@ fn replayed_shop_traffic_becomes_visits() {
     let (tag, phone) = (&visits[0], &visits[1]);
     assert_eq!(tag["customer_ref"], "C1");
     assert_eq!(tag["zone"], "counter");
-    assert_eq!(tag["arrived_at_ms"], start_s * 1000 + 1000, "third sighting");
+    assert_eq!(
+        tag["arrived_at_ms"],
+        start_s * 1000 + 1000,
+        "third sighting"
+    );
     assert_eq!(tag["dwell_s"], 118);
     assert_eq!(phone["customer_ref"], "P1");
     assert_eq!(phone["zone"], "terrace");
-    assert_eq!(phone["dwell_s"], 178, "one visit across three EID rotations");
+    assert_eq!(
+        phone["dwell_s"], 178,
+        "one visit across three EID rotations"
+    );
 }

@@ -54,7 +54,10 @@ fn one_arrival_per_visit_from_a_chatty_phone() {
     assert_eq!(arrivals(&events), 1, "{events:?}");
     match &events[0] {
         PresenceEvent::CustomerArrived(a) => {
-            assert_eq!(a.arrived_at_ms, 200, "third sighting completes the evidence");
+            assert_eq!(
+                a.arrived_at_ms, 200,
+                "third sighting completes the evidence"
+            );
             assert_eq!(a.zone, ZONE);
         }
         other => panic!("unexpected {other:?}"),
@@ -76,7 +79,11 @@ fn jittery_rssi_with_dropouts_does_not_flap() {
         }
     });
     assert_eq!(arrivals(&events), 1, "{events:?}");
-    assert_eq!(events.len(), 1, "no departure while the phone is near: {events:?}");
+    assert_eq!(
+        events.len(),
+        1,
+        "no departure while the phone is near: {events:?}"
+    );
 }
 
 #[test]
@@ -125,7 +132,11 @@ fn short_gaps_keep_the_visit_and_re_arrival_starts_a_new_one() {
     // Gone for good: departure, then back 5 minutes later: a new visit.
     events.extend(tracker.tick(99_000 + 60_000));
     events.extend(feed(&mut tracker, 400_000, 401_000, 500, || -65));
-    assert_eq!(arrivals(&events), 1, "two sightings are not enough evidence");
+    assert_eq!(
+        arrivals(&events),
+        1,
+        "two sightings are not enough evidence"
+    );
     events.extend(feed(&mut tracker, 401_000, 402_000, 500, || -65));
     assert_eq!(arrivals(&events), 2, "{events:?}");
     let ids: Vec<Uuid> = events

@@ -249,7 +249,10 @@ mod tests {
     fn crossing_an_epoch_uses_the_next_temporary_key() {
         let epoch_end = (epoch_of(1_700_000_000) as u32 + 1) << 16;
         let mut r = EidResolver::new(1);
-        r.sync(vec![(CustomerId(3), tag_for(&IK, 12, 1_700_000_000, 2))], epoch_end - 10);
+        r.sync(
+            vec![(CustomerId(3), tag_for(&IK, 12, 1_700_000_000, 2))],
+            epoch_end - 10,
+        );
         assert_eq!(r.resolve(&eid(&IK, 12, epoch_end + 5)), Some(CustomerId(3)));
     }
 
@@ -257,7 +260,10 @@ mod tests {
     fn missing_temporary_keys_are_counted_not_guessed() {
         let now = 1_700_000_000;
         let mut r = EidResolver::new(0);
-        r.sync(vec![(CustomerId(1), tag_for(&IK, 10, now, 1))], now + 3 * 65536);
+        r.sync(
+            vec![(CustomerId(1), tag_for(&IK, 10, now, 1))],
+            now + 3 * 65536,
+        );
         assert_eq!(r.table_len(), 0);
         assert!(r.missing_keys() > 0);
     }

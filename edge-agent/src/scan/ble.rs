@@ -132,10 +132,9 @@ pub async fn run(
             .events()
             .await
             .context("cannot subscribe to BlueZ events")?;
-        adapter
-            .start_scan(ScanFilter::default())
-            .await
-            .context("cannot start BLE discovery (is the adapter powered? `bluetoothctl power on`)")?;
+        adapter.start_scan(ScanFilter::default()).await.context(
+            "cannot start BLE discovery (is the adapter powered? `bluetoothctl power on`)",
+        )?;
         tracing::info!(adapter = %config.adapter, "BLE discovery started");
         first_open = false;
         let mut last_event = Instant::now();
@@ -192,9 +191,14 @@ async fn open_adapter(name: &str) -> anyhow::Result<Adapter> {
         named.push(info);
     }
     if named.is_empty() {
-        bail!("no Bluetooth adapter found on {bus}; plug one in, or check `bluetoothctl list` and `rfkill list`");
+        bail!(
+            "no Bluetooth adapter found on {bus}; plug one in, or check `bluetoothctl list` and `rfkill list`"
+        );
     }
-    bail!("no Bluetooth adapter named {name:?}; found: {}", named.join(", "))
+    bail!(
+        "no Bluetooth adapter named {name:?}; found: {}",
+        named.join(", ")
+    )
 }
 
 async fn handle_event(
@@ -229,7 +233,14 @@ async fn handle_event(
         CentralEvent::DeviceDiscovered(id) => {
             // A device BlueZ already knew (cached, or seen before we subscribed) only shows
             // up as discovered: its current data is in its properties.
-            let properties = adapter.peripheral(&id).await.ok()?.properties().await.ok().flatten()?;
+            let properties = adapter
+                .peripheral(&id)
+                .await
+                .ok()?
+                .properties()
+                .await
+                .ok()
+                .flatten()?;
             let mut manufacturer: Vec<_> = properties.manufacturer_data.into_iter().collect();
             manufacturer.sort();
             let mut service: Vec<_> = properties
@@ -304,7 +315,8 @@ mod tests {
             rssi: Some(-60),
             manufacturer: vec![(
                 0x004c,
-                tastesync_shared::hexfmt::parse("0215f7826da64fa24e988024bc5b71e0893e00010002c5").unwrap(),
+                tastesync_shared::hexfmt::parse("0215f7826da64fa24e988024bc5b71e0893e00010002c5")
+                    .unwrap(),
             )],
             service: vec![],
             last_heard: Instant::now(),

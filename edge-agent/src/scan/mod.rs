@@ -40,7 +40,13 @@ mod tests {
     fn addresses_round_trip_and_reject_garbage() {
         let a = parse_address("C0:FF:ee:00:00:01").unwrap();
         assert_eq!(format_address(&a), "c0:ff:ee:00:00:01");
-        for bad in ["", "c0:ff:ee:00:00", "c0:ff:ee:00:00:01:02", "c0ff:ee:00:00:01:0", "zz:ff:ee:00:00:01"] {
+        for bad in [
+            "",
+            "c0:ff:ee:00:00",
+            "c0:ff:ee:00:00:01:02",
+            "c0ff:ee:00:00:01:0",
+            "zz:ff:ee:00:00:01",
+        ] {
             assert_eq!(parse_address(bad), None, "{bad}");
         }
     }

@@ -139,10 +139,22 @@ mod tests {
         assert_eq!(again, ad);
         for (bad, why) in [
             ("{", "EOF"),
-            (r#"{"t_ms": 5, "address": "x", "rssi": -61, "data": "02"}"#, "address"),
-            (r#"{"t_ms": 5, "address": "c0:ff:ee:00:00:01", "rssi": -61, "data": "0g"}"#, "not hex"),
-            (r#"{"t_ms": 5, "address": "c0:ff:ee:00:00:01", "rssi": -61, "data": ""}"#, "0 bytes"),
-            (r#"{"t_ms": -5, "address": "c0:ff:ee:00:00:01", "rssi": -61, "data": "02"}"#, "invalid value"),
+            (
+                r#"{"t_ms": 5, "address": "x", "rssi": -61, "data": "02"}"#,
+                "address",
+            ),
+            (
+                r#"{"t_ms": 5, "address": "c0:ff:ee:00:00:01", "rssi": -61, "data": "0g"}"#,
+                "not hex",
+            ),
+            (
+                r#"{"t_ms": 5, "address": "c0:ff:ee:00:00:01", "rssi": -61, "data": ""}"#,
+                "0 bytes",
+            ),
+            (
+                r#"{"t_ms": -5, "address": "c0:ff:ee:00:00:01", "rssi": -61, "data": "02"}"#,
+                "invalid value",
+            ),
         ] {
             let err = ReplayLine::parse(bad, &zone).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");

@@ -83,14 +83,20 @@ impl Table {
             .flexible(true)
             .from_path(path)
             .map_err(|e| unreadable(e.to_string()))?;
-        let headers = reader.headers().map_err(|e| unreadable(e.to_string()))?.clone();
+        let headers = reader
+            .headers()
+            .map_err(|e| unreadable(e.to_string()))?
+            .clone();
         let mut errors = Vec::new();
         let mut columns = HashMap::new();
         for (i, name) in headers.iter().enumerate() {
             if !known.contains(&name) {
                 errors.push(RowError {
                     line: 1,
-                    message: format!("unknown column {name:?}; the columns are {}", known.join(",")),
+                    message: format!(
+                        "unknown column {name:?}; the columns are {}",
+                        known.join(",")
+                    ),
                 });
             }
             columns.insert(name.to_string(), i);
@@ -173,9 +179,13 @@ impl Store {
             let customer_ref = table.get(row, "customer_ref");
             let display_name = table.get(row, "display_name");
             if customer_ref.is_empty() || customer_ref.len() > MAX_REF_LEN {
-                fail(format!("customer_ref must be 1 to {MAX_REF_LEN} characters"));
+                fail(format!(
+                    "customer_ref must be 1 to {MAX_REF_LEN} characters"
+                ));
             } else if let Some(first) = refs_seen.insert(customer_ref, line) {
-                fail(format!("customer_ref {customer_ref:?} already appears on line {first}"));
+                fail(format!(
+                    "customer_ref {customer_ref:?} already appears on line {first}"
+                ));
             }
             if display_name.is_empty() {
                 fail("display_name is empty".into());
@@ -193,7 +203,9 @@ impl Store {
                 match text.parse::<TagId>() {
                     Ok(tag) => {
                         if let Some(first) = tags_seen.insert(tag, line) {
-                            fail(format!("tag {tag} is already given to the customer on line {first}"));
+                            fail(format!(
+                                "tag {tag} is already given to the customer on line {first}"
+                            ));
                         }
                         tags.push(tag);
                     }
@@ -223,7 +235,13 @@ impl Store {
                  ON CONFLICT (customer_ref) DO UPDATE SET display_name = excluded.display_name,
                     tier = excluded.tier, notes = excluded.notes, preferences = excluded.preferences
                  RETURNING id",
-                params![row.customer_ref, row.display_name, row.tier, row.notes, row.preferences],
+                params![
+                    row.customer_ref,
+                    row.display_name,
+                    row.tier,
+                    row.notes,
+                    row.preferences
+                ],
                 |r| r.get(0),
             )?;
             tx.execute("DELETE FROM tag_bindings WHERE customer_id = ?1", [id])?;
@@ -273,11 +291,17 @@ impl Store {
             let line = *line;
             let mut fail = |message: String| errors.push(RowError { line, message });
             let customer_ref = table.get(row, "customer_ref");
-            let exponent = table.get(row, "exponent").parse::<u8>().ok().filter(|k| *k <= MAX_EXPONENT);
+            let exponent = table
+                .get(row, "exponent")
+                .parse::<u8>()
+                .ok()
+                .filter(|k| *k <= MAX_EXPONENT);
             let epoch = table.get(row, "epoch").parse::<u16>().ok();
             let key = parse_fixed::<16>(table.get(row, "temporary_key"));
             if exponent.is_none() {
-                fail(format!("exponent must be a number from 0 to {MAX_EXPONENT}"));
+                fail(format!(
+                    "exponent must be a number from 0 to {MAX_EXPONENT}"
+                ));
             }
             if epoch.is_none() {
                 fail("epoch must be a number from 0 to 65535 (Unix seconds >> 16)".into());

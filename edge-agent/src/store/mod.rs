@@ -73,11 +73,9 @@ impl Store {
     /// A counter that triggers bump on every change to customers, tags or EID keys, so the
     /// daemon notices an import by another process without reloading after every visit.
     pub fn customers_revision(&self) -> anyhow::Result<i64> {
-        Ok(self.conn.query_row(
-            "SELECT customers_revision FROM meta",
-            [],
-            |r| r.get(0),
-        )?)
+        Ok(self
+            .conn
+            .query_row("SELECT customers_revision FROM meta", [], |r| r.get(0))?)
     }
 
     /// Everything the in-memory index needs.

@@ -76,7 +76,11 @@ fn bad_rows_are_reported_by_line_and_nothing_is_imported() {
 fn a_tag_owned_by_another_customer_is_refused_and_the_file_rolls_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = store(&dir);
-    let first = csv(&dir, "a.csv", &format!("customer_ref,display_name,tag_ids\nC1,Minji,{MINJI_TAG}\n"));
+    let first = csv(
+        &dir,
+        "a.csv",
+        &format!("customer_ref,display_name,tag_ids\nC1,Minji,{MINJI_TAG}\n"),
+    );
     store.import_customers(&first).unwrap();
     let second = csv(
         &dir,
@@ -84,7 +88,10 @@ fn a_tag_owned_by_another_customer_is_refused_and_the_file_rolls_back() {
         &format!("customer_ref,display_name,tag_ids\nC9,New,\nC2,Thief,{MINJI_TAG}\n"),
     );
     let err = store.import_customers(&second).unwrap_err().to_string();
-    assert!(err.contains("line 3: tag") && err.contains("already belongs to customer C1"), "{err}");
+    assert!(
+        err.contains("line 3: tag") && err.contains("already belongs to customer C1"),
+        "{err}"
+    );
     assert_eq!(store.customers().unwrap().len(), 1, "C9 was rolled back");
     // Moving a tag within one file is fine.
     let moved = csv(
@@ -93,7 +100,12 @@ fn a_tag_owned_by_another_customer_is_refused_and_the_file_rolls_back() {
         &format!("customer_ref,display_name,tag_ids\nC1,Minji,\nC2,Bora,{MINJI_TAG}\n"),
     );
     store.import_customers(&moved).unwrap();
-    let owners: Vec<_> = store.customers().unwrap().into_iter().map(|c| c.tag_ids.len()).collect();
+    let owners: Vec<_> = store
+        .customers()
+        .unwrap()
+        .into_iter()
+        .map(|c| c.tag_ids.len())
+        .collect();
     assert_eq!(owners, vec![0, 1]);
 }
 
@@ -104,8 +116,13 @@ fn unknown_or_missing_columns_are_explained() {
     let file = csv(&dir, "c.csv", "customer_ref,name\nC1,Minji\n");
     let err = store.import_customers(&file).unwrap_err().to_string();
     assert!(err.contains("unknown column \"name\""), "{err}");
-    assert!(err.contains("lacks the required column \"display_name\""), "{err}");
-    let missing = store.import_customers(&dir.path().join("nope.csv")).unwrap_err();
+    assert!(
+        err.contains("lacks the required column \"display_name\""),
+        "{err}"
+    );
+    let missing = store
+        .import_customers(&dir.path().join("nope.csv"))
+        .unwrap_err();
     assert!(missing.to_string().starts_with("cannot read"), "{missing}");
 }
 
@@ -114,13 +131,19 @@ fn eid_keys_import_and_removal_deletes_everything() {
     let dir = tempfile::tempdir().unwrap();
     let mut store = store(&dir);
     store
-        .import_customers(&csv(&dir, "c.csv", "customer_ref,display_name\nP1,Phone person\n"))
+        .import_customers(&csv(
+            &dir,
+            "c.csv",
+            "customer_ref,display_name\nP1,Phone person\n",
+        ))
         .unwrap();
     let key = "00112233445566778899aabbccddeeff";
     let keys = csv(
         &dir,
         "k.csv",
-        &format!("customer_ref,exponent,epoch,temporary_key\nP1,10,25939,{key}\nP1,10,25940,{key}\n"),
+        &format!(
+            "customer_ref,exponent,epoch,temporary_key\nP1,10,25939,{key}\nP1,10,25940,{key}\n"
+        ),
     );
     assert_eq!(store.import_eid_keys(&keys).unwrap().rows, 2);
     let snapshot = store.index_snapshot().unwrap();
@@ -130,7 +153,9 @@ fn eid_keys_import_and_removal_deletes_everything() {
     let bad = csv(
         &dir,
         "bad.csv",
-        &format!("customer_ref,exponent,epoch,temporary_key\nP1,16,1,{key}\nZZ,10,1,{key}\nP1,10,70000,00\n"),
+        &format!(
+            "customer_ref,exponent,epoch,temporary_key\nP1,16,1,{key}\nZZ,10,1,{key}\nP1,10,70000,00\n"
+        ),
     );
     let err = store.import_eid_keys(&bad).unwrap_err().to_string();
     assert!(err.contains("line 2: exponent must be"), "{err}");
@@ -163,7 +188,10 @@ fn eid_keys_import_and_removal_deletes_everything() {
     assert!(!store.remove_customer("P1").unwrap());
     let snapshot = store.index_snapshot().unwrap();
     assert!(snapshot.eid_tags.is_empty());
-    assert!(store.visits(10).unwrap().is_empty(), "visits go with the customer");
+    assert!(
+        store.visits(10).unwrap().is_empty(),
+        "visits go with the customer"
+    );
 }
 
 #[test]
@@ -175,8 +203,14 @@ fn reopening_keeps_data_and_refuses_a_newer_schema() {
         store
             .import_customers(&csv(&dir, "c.csv", "customer_ref,display_name\nC1,Minji\n"))
             .unwrap();
-        store.connection().pragma_update(None, "user_version", 99).unwrap();
+        store
+            .connection()
+            .pragma_update(None, "user_version", 99)
+            .unwrap();
     }
     let err = Store::open(&path).err().unwrap();
-    assert!(format!("{err:#}").contains("newer than this program knows"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("newer than this program knows"),
+        "{err:#}"
+    );
 }

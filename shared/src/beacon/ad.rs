@@ -18,7 +18,9 @@ pub struct AdStructure<'a> {
 pub enum AdError {
     #[error("the advertisement is empty")]
     Empty,
-    #[error("the AD structure at byte {offset} declares {declared} bytes but only {available} remain")]
+    #[error(
+        "the AD structure at byte {offset} declares {declared} bytes but only {available} remain"
+    )]
     Truncated {
         offset: usize,
         declared: usize,

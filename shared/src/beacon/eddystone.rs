@@ -13,8 +13,8 @@ const FRAME_EID: u8 = 0x30;
 const URL_SCHEMES: [&str; 4] = ["http://www.", "https://www.", "http://", "https://"];
 /// Text expansions for encoded bytes 0x00..=0x0d.
 const URL_EXPANSIONS: [&str; 14] = [
-    ".com/", ".org/", ".edu/", ".net/", ".info/", ".biz/", ".gov/", ".com", ".org", ".edu",
-    ".net", ".info", ".biz", ".gov",
+    ".com/", ".org/", ".edu/", ".net/", ".info/", ".biz/", ".gov/", ".com", ".org", ".edu", ".net",
+    ".info", ".biz", ".gov",
 ];
 /// The encoded URL (after the scheme byte) is at most 17 bytes.
 const URL_MAX_ENCODED: usize = 17;

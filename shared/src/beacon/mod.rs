@@ -97,7 +97,11 @@ impl Beacon {
         match *self {
             Beacon::IBeacon {
                 uuid, major, minor, ..
-            } => Some(BeaconIdentity::Static(TagId::IBeacon { uuid, major, minor })),
+            } => Some(BeaconIdentity::Static(TagId::IBeacon {
+                uuid,
+                major,
+                minor,
+            })),
             Beacon::AltBeacon { beacon_id, .. } => {
                 Some(BeaconIdentity::Static(TagId::AltBeacon(beacon_id)))
             }

@@ -82,9 +82,11 @@ impl FromStr for TagId {
                     .parse()
                     .map_err(|_| fail("minor must be a number 0-65535"))?,
             }),
-            ["altbeacon", id] => Ok(TagId::AltBeacon(
-                parse_fixed(id).ok_or_else(|| fail("the beacon id is not 40 hex digits"))?,
-            )),
+            ["altbeacon", id] => {
+                Ok(TagId::AltBeacon(parse_fixed(id).ok_or_else(|| {
+                    fail("the beacon id is not 40 hex digits")
+                })?))
+            }
             ["eddystone-uid", namespace, instance] => Ok(TagId::EddystoneUid {
                 namespace: parse_fixed(namespace)
                     .ok_or_else(|| fail("the namespace is not 20 hex digits"))?,

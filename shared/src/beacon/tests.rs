@@ -58,9 +58,7 @@ fn ibeacon_needs_apple_company_id() {
 fn altbeacon_under_any_manufacturer() {
     // Radius Networks (0x0118) and an arbitrary company: same frame layout.
     for company in ["1801", "ffff"] {
-        let ad = format!(
-            "1b ff {company} beac 2f234454cf6d4a0fadf2f4911ba9ffa6 0001 0002 c5 2a"
-        );
+        let ad = format!("1b ff {company} beac 2f234454cf6d4a0fadf2f4911ba9ffa6 0001 0002 c5 2a");
         let v = json(&ad);
         assert_eq!(v["format"], "altbeacon", "{ad}");
         assert_eq!(
@@ -101,8 +99,14 @@ fn eddystone_url_schemes_and_expansions() {
     // https://www. + "goo" + ".gl/" is not an expansion: spelled out; then ".com/" code 0x00.
     let cases = [
         ("aafe 10 eb 01 676f6f676c65 07", "https://www.google.com"),
-        ("aafe 10 eb 03 6578616d706c65 00 61", "https://example.com/a"),
-        ("aafe 10 eb 00 74617374657379 6e63 08", "http://www.tastesync.org"),
+        (
+            "aafe 10 eb 03 6578616d706c65 00 61",
+            "https://example.com/a",
+        ),
+        (
+            "aafe 10 eb 00 74617374657379 6e63 08",
+            "http://www.tastesync.org",
+        ),
         ("aafe 10 eb 02 61 0d", "http://a.gov"),
         ("aafe 10 eb 02 61 05 62", "http://a.biz/b"),
     ];
@@ -159,12 +163,12 @@ fn eddystone_eid() {
 #[test]
 fn malformed_and_foreign_data_is_unknown_with_a_reason() {
     for text in [
-        "ff",                          // length runs past the end
-        "02 01 06 00 05",              // garbage after the end marker
-        "02 01 06 03 03 aafe",         // well-formed, no beacon
-        "1a ff 4c00 0215 0011",        // truncated iBeacon
-        "aafe 40 00",                  // reserved Eddystone frame type
-        "aafe 30 f6 5fc145abb9b1",     // EID too short
+        "ff",                      // length runs past the end
+        "02 01 06 00 05",          // garbage after the end marker
+        "02 01 06 03 03 aafe",     // well-formed, no beacon
+        "1a ff 4c00 0215 0011",    // truncated iBeacon
+        "aafe 40 00",              // reserved Eddystone frame type
+        "aafe 30 f6 5fc145abb9b1", // EID too short
     ] {
         let decoded = decode_any(&bytes(text));
         assert!(decoded.beacon.is_none(), "{text}");
@@ -200,7 +204,10 @@ fn tag_ids_round_trip() {
         "qr:123",
     ] {
         let err = bad.parse::<TagId>().unwrap_err();
-        assert!(err.to_string().contains("expected ibeacon:"), "{bad}: {err}");
+        assert!(
+            err.to_string().contains("expected ibeacon:"),
+            "{bad}: {err}"
+        );
     }
 }
 

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs the benchmarks in BENCHMARKS.md: pipeline throughput (against beacontools on the same
+# frames), EID table rebuild, and the daemon's memory with 100,000 customers.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+venv="${TASTESYNC_BENCH_VENV:-$HOME/.cache/tastesync/bench-venv}"
+if ! "$venv/bin/python" -c 'import beacontools' 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check beacontools==2.1.0
+fi
+cargo build --release --bins
+BEACONTOOLS_PYTHON="$venv/bin/python" cargo bench -p tastesync-edge --bench pipeline
