@@ -142,14 +142,25 @@ impl Daemon {
     }
 }
 
-fn config(shop: &Shop) -> std::path::PathBuf {
+fn config(shop: &Shop, watchdog_secs: u64) -> std::path::PathBuf {
     shop.write(
         "edge.toml",
         &format!(
-            "database = {:?}\n[scanner]\nsource = \"ble\"\nzone = \"door\"\n[presence]\nabsence_ms = 60000\n",
+            "database = {:?}\n[scanner]\nsource = \"ble\"\nzone = \"door\"\nwatchdog_secs = {watchdog_secs}\n[presence]\nabsence_ms = 60000\n",
             shop.db()
         ),
     )
+}
+
+/// Polls the box's visit list until it has `count` visits (or 15 s pass).
+fn wait_for_visits(shop: &Shop, count: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut visits = shop.visits();
+    while visits.len() < count && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        visits = shop.visits();
+    }
+    visits
 }
 
 #[test]
@@ -160,7 +171,7 @@ fn advertisements_over_dbus_identify_a_tag_and_an_eid_phone_but_not_a_stranger()
     );
     shop.enroll_eid("P1", PHONE_KEY, 10, now_s());
     let mut mock = MockBluez::start(&[]);
-    let daemon = Daemon::start(&config(&shop), &mock.bus);
+    let daemon = Daemon::start(&config(&shop, 30), &mock.bus);
     daemon.wait_for_log("BLE discovery started");
 
     let tag = "c0:11:22:33:44:01";
@@ -187,12 +198,7 @@ fn advertisements_over_dbus_identify_a_tag_and_an_eid_phone_but_not_a_stranger()
         std::thread::sleep(Duration::from_millis(150));
     }
 
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let mut visits = shop.visits();
-    while visits.len() < 2 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        visits = shop.visits();
-    }
+    let visits = wait_for_visits(&shop, 2);
     let mut who: Vec<String> = visits
         .iter()
         .map(|v| v["customer_ref"].as_str().unwrap().to_string())
@@ -211,7 +217,7 @@ fn advertisements_over_dbus_identify_a_tag_and_an_eid_phone_but_not_a_stranger()
 #[test]
 fn no_bluez_and_no_adapter_are_explained() {
     let shop = Shop::new();
-    let config = config(&shop);
+    let config = config(&shop, 30);
 
     let output = Command::new(bin("tastesync-edge"))
         .args(["run", "--config", config.to_str().unwrap()])
@@ -237,5 +243,34 @@ fn no_bluez_and_no_adapter_are_explained() {
         "{}",
         stderr(&output)
     );
+    mock.stop();
+}
+
+#[test]
+fn the_watchdog_restarts_a_silent_scan_and_scanning_resumes() {
+    let shop = Shop::new();
+    shop.import_customers(
+        "customer_ref,display_name,tag_ids\nC1,Minji Kim,ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:14\n",
+    );
+    let mut mock = MockBluez::start(&[]);
+    let daemon = Daemon::start(&config(&shop, 1), &mock.bus);
+    daemon.wait_for_log("BLE discovery started");
+    // Nothing advertises: after a second the watchdog restarts discovery.
+    daemon.wait_for_log("restarting discovery");
+    daemon.wait_for_log("BLE discovery started");
+
+    let tag = "c0:11:22:33:44:01";
+    mock.send(serde_json::json!({"cmd": "add_device", "mac": tag, "name": "tag"}));
+    for _ in 0..5 {
+        mock.send(serde_json::json!({
+            "cmd": "advertise", "mac": tag, "rssi": -58,
+            "manufacturer_data": {"76": ibeacon_manufacturer_payload(UUID, 1, 14)}
+        }));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let visits = wait_for_visits(&shop, 1);
+    assert_eq!(visits.len(), 1, "{visits:?}");
+    assert_eq!(visits[0]["customer_ref"], "C1");
+    assert!(daemon.terminate());
     mock.stop();
 }

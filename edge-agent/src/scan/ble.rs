@@ -72,14 +72,23 @@ fn short_uuid(uuid: &Uuid) -> Option<u16> {
     (value & BASE_UUID_MASK == BASE_UUID).then_some((value >> 96) as u16)
 }
 
-/// Bounded per-device cache.
-struct DeviceCache {
-    devices: HashMap<PeripheralId, Device>,
+/// Bounded per-device cache, keyed by btleplug's peripheral id.
+struct DeviceCache<K = PeripheralId> {
+    devices: HashMap<K, Device>,
     capacity: usize,
 }
 
-impl DeviceCache {
-    fn get_or_insert(&mut self, id: &PeripheralId, address: [u8; 6]) -> &mut Device {
+impl<K: std::hash::Hash + Eq + Clone> DeviceCache<K> {
+    fn new(capacity: usize) -> Self {
+        DeviceCache {
+            devices: HashMap::new(),
+            capacity,
+        }
+    }
+
+    /// The device's record, created if new; when full, the least recently heard device is
+    /// forgotten first.
+    fn get_or_insert(&mut self, id: &K, address: [u8; 6]) -> &mut Device {
         if !self.devices.contains_key(id) && self.devices.len() >= self.capacity {
             if let Some(oldest) = self
                 .devices
@@ -108,10 +117,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let zone: Arc<str> = Arc::from(config.zone.as_str());
     let watchdog = Duration::from_secs(config.watchdog_secs);
-    let mut cache = DeviceCache {
-        devices: HashMap::new(),
-        capacity: config.max_devices,
-    };
+    let mut cache = DeviceCache::new(config.max_devices);
     let mut failed_restarts = 0;
     let mut first_open = true;
     loop {
@@ -217,18 +223,12 @@ async fn handle_event(
         CentralEvent::ManufacturerDataAdvertisement {
             id,
             manufacturer_data,
-        } => {
-            let mut data: Vec<_> = manufacturer_data.into_iter().collect();
-            data.sort();
-            (id, Update::Manufacturer(data))
-        }
+        } => (
+            id,
+            Update::Manufacturer(manufacturer_records(manufacturer_data)),
+        ),
         CentralEvent::ServiceDataAdvertisement { id, service_data } => {
-            let mut data: Vec<_> = service_data
-                .into_iter()
-                .filter_map(|(uuid, d)| Some((short_uuid(&uuid)?, d)))
-                .collect();
-            data.sort();
-            (id, Update::Service(data))
+            (id, Update::Service(service_records(service_data)))
         }
         CentralEvent::DeviceDiscovered(id) => {
             // A device BlueZ already knew (cached, or seen before we subscribed) only shows
@@ -241,18 +241,10 @@ async fn handle_event(
                 .await
                 .ok()
                 .flatten()?;
-            let mut manufacturer: Vec<_> = properties.manufacturer_data.into_iter().collect();
-            manufacturer.sort();
-            let mut service: Vec<_> = properties
-                .service_data
-                .into_iter()
-                .filter_map(|(uuid, d)| Some((short_uuid(&uuid)?, d)))
-                .collect();
-            service.sort();
             let device = cache.get_or_insert(&id, properties.address.into_inner());
             device.rssi = properties.rssi;
-            device.manufacturer = manufacturer;
-            device.service = service;
+            device.manufacturer = manufacturer_records(properties.manufacturer_data);
+            device.service = service_records(properties.service_data);
             device.last_heard = Instant::now();
             if device.manufacturer.is_empty() && device.service.is_empty() {
                 return None;
@@ -289,6 +281,23 @@ async fn handle_event(
     })
 }
 
+/// Manufacturer data records in a stable order (BlueZ hands over a map).
+fn manufacturer_records(data: HashMap<u16, Vec<u8>>) -> Vec<(u16, Vec<u8>)> {
+    let mut records: Vec<_> = data.into_iter().collect();
+    records.sort();
+    records
+}
+
+/// Service data records of 16-bit UUIDs in a stable order; 128-bit UUIDs are not beacons.
+fn service_records(data: HashMap<Uuid, Vec<u8>>) -> Vec<(u16, Vec<u8>)> {
+    let mut records: Vec<_> = data
+        .into_iter()
+        .filter_map(|(uuid, d)| Some((short_uuid(&uuid)?, d)))
+        .collect();
+    records.sort();
+    records
+}
+
 enum Update {
     Manufacturer(Vec<(u16, Vec<u8>)>),
     Service(Vec<(u16, Vec<u8>)>),
@@ -306,6 +315,24 @@ mod tests {
         assert_eq!(short_uuid(&custom), None);
         let long = Uuid::parse_str("1234feaa-0000-1000-8000-00805f9b34fb").unwrap();
         assert_eq!(short_uuid(&long), None);
+    }
+
+    #[test]
+    fn the_device_cache_stays_bounded_and_forgets_the_least_recently_heard() {
+        let mut cache: DeviceCache<u32> = DeviceCache::new(3);
+        for id in 0..3 {
+            cache.get_or_insert(&id, [id as u8; 6]);
+        }
+        cache.get_or_insert(&0, [0; 6]).last_heard = Instant::now() + Duration::from_secs(1);
+        for id in 3..10_000 {
+            cache.get_or_insert(&id, [0; 6]).last_heard = Instant::now() + Duration::from_secs(2);
+            assert!(cache.devices.len() <= 3);
+        }
+        assert!(cache.devices.contains_key(&9_999));
+        assert!(
+            !cache.devices.contains_key(&1),
+            "least recently heard goes first"
+        );
     }
 
     #[test]
