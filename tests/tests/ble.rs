@@ -218,31 +218,19 @@ fn advertisements_over_dbus_identify_a_tag_and_an_eid_phone_but_not_a_stranger()
 fn no_bluez_and_no_adapter_are_explained() {
     let shop = Shop::new();
     let config = config(&shop, 30);
-
-    let output = Command::new(bin("tastesync-edge"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/bus")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("cannot connect to D-Bus"),
-        "{}",
-        stderr(&output)
-    );
-
+    // The daemon must refuse to start, exit 1, and say what is missing.
+    let refuses = |bus: &str, message: &str| {
+        let output = Command::new(bin("tastesync-edge"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(1), "{bus}");
+        assert!(stderr(&output).contains(message), "{}", stderr(&output));
+    };
+    refuses("unix:path=/nonexistent/bus", "cannot connect to D-Bus");
     let mock = MockBluez::start(&["--no-adapter"]);
-    let output = Command::new(bin("tastesync-edge"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .env("DBUS_SYSTEM_BUS_ADDRESS", &mock.bus)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    assert!(
-        stderr(&output).contains("no Bluetooth adapter found"),
-        "{}",
-        stderr(&output)
-    );
+    refuses(&mock.bus, "no Bluetooth adapter found");
     mock.stop();
 }
 
