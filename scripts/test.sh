@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite. Installs what the tests need (idempotently) and runs every test of
 # the workspace: unit and property tests, and the end-to-end tests in tests/ (the real
-# binaries, the real BLE stack against a mocked BlueZ on a private D-Bus).
+# binaries, the real BLE stack against a mocked BlueZ on a private D-Bus, the POS pages in
+# headless Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,7 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
     cargo install --locked cargo-nextest
 fi
 TASTESYNC_BLE_PYTHON="$(bash scripts/install-ble-mock.sh | tail -n 1)"
+bash scripts/install-browser.sh
 export TASTESYNC_BLE_PYTHON
 
 # The end-to-end tests run the binaries, so build them first.

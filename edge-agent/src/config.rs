@@ -21,6 +21,26 @@ pub struct Config {
     pub scanner: ScannerConfig,
     pub presence: PresenceConfig,
     pub eid: EidConfig,
+    pub pos: PosConfig,
+}
+
+/// The POS server for tablets and the owner's page (section `[pos]`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PosConfig {
+    /// Address and port to serve on; empty turns the POS server off.
+    pub listen: String,
+    /// How long tablets can be away and still resume exactly where they left off, seconds.
+    pub retention_secs: u64,
+}
+
+impl Default for PosConfig {
+    fn default() -> Self {
+        PosConfig {
+            listen: "0.0.0.0:8080".into(),
+            retention_secs: 7200,
+        }
+    }
 }
 
 /// Where advertisements come from (section `[scanner]`).
@@ -67,6 +87,7 @@ impl Default for Config {
             scanner: ScannerConfig::default(),
             presence: PresenceConfig::default(),
             eid: EidConfig::default(),
+            pos: PosConfig::default(),
         }
     }
 }

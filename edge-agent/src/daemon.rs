@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use crate::config::{Config, ScannerConfig, SourceKind};
 use crate::events::PresenceEvent;
 use crate::pipeline::{Advertisement, Pipeline, PipelineStats};
+use crate::pos::{self, EventHub, Health};
 use crate::simulate::Simulation;
 use crate::store::Store;
 use crate::{Millis, now_ms, scan};
@@ -49,6 +50,14 @@ impl Source {
     fn is_live(&self) -> bool {
         !matches!(self, Source::Replay { .. })
     }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Source::Ble(_) => "ble",
+            Source::Replay { .. } => "replay",
+            Source::Simulated(_) => "simulated",
+        }
+    }
 }
 
 /// Called on the store thread for every event, after it is stored (the demo prints here).
@@ -58,12 +67,14 @@ pub type EventHook = Box<dyn FnMut(&Store, &PresenceEvent) + Send>;
 const RELOAD_CHECK: Duration = Duration::from_secs(2);
 const CHANNEL_CAPACITY: usize = 4096;
 
-/// Runs until shutdown or until a replay ends. Returns the pipeline's counters.
+/// Runs until shutdown or until a replay ends. Returns the pipeline's counters. When the POS
+/// server is on, its address is sent to `listening` once it accepts connections.
 pub async fn run(
     config: &Config,
     source: Source,
     shutdown: watch::Receiver<bool>,
     mut hook: Option<EventHook>,
+    listening: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<PipelineStats> {
     let mut store = Store::open(&config.database)?;
     let interrupted = store.close_interrupted_visits()?;
@@ -83,6 +94,31 @@ pub async fn run(
     let (tags, eid_tags) = pipeline.index().counts();
     tracing::info!(tags, eid_tags, "customer index loaded");
 
+    let hub = EventHub::new();
+    let (health_tx, health_rx) = watch::channel(Health {
+        scanner: source.name().into(),
+        scanner_running: true,
+        pipeline: PipelineStats::default(),
+        cloud_sync: "not configured".into(),
+    });
+    let server = if config.pos.listen.is_empty() {
+        None
+    } else {
+        let server = pos::serve(
+            &config.pos.listen,
+            Store::open(&config.database)?,
+            hub.clone(),
+            health_rx,
+            Duration::from_secs(config.pos.retention_secs),
+            shutdown.clone(),
+        )
+        .await?;
+        if let Some(listening) = listening {
+            let _ = listening.send(server.address);
+        }
+        Some(server)
+    };
+
     let live = source.is_live();
     let (ad_tx, mut ad_rx) = mpsc::channel::<Advertisement>(CHANNEL_CAPACITY);
     let source_task = tokio::spawn(run_source(source, ad_tx, shutdown.clone()));
@@ -94,6 +130,9 @@ pub async fn run(
             .spawn(move || -> anyhow::Result<()> {
                 for event in event_rx {
                     record(&mut store, &event)?;
+                    if let Err(e) = publish(&hub, &mut store, &event) {
+                        tracing::error!("cannot send an alert to the tablets: {e:#}");
+                    }
                     if let Some(hook) = hook.as_mut() {
                         hook(&store, &event);
                     }
@@ -114,8 +153,12 @@ pub async fn run(
                 last_at = Some(ad.at_ms);
                 pipeline.process(&ad, &mut events);
             }
-            _ = tick.tick(), if live => pipeline.tick(now_ms(), &mut events),
+            _ = tick.tick(), if live => {
+                pipeline.tick(now_ms(), &mut events);
+                health_tx.send_modify(|h| h.pipeline = pipeline.stats());
+            }
             _ = reload.tick() => {
+                health_tx.send_modify(|h| h.pipeline = pipeline.stats());
                 if let Some(snapshot) = reader.changed_snapshot().await? {
                     pipeline.apply_snapshot(snapshot, last_at.filter(|_| !live).unwrap_or_else(now_ms));
                     let (tags, eid_tags) = pipeline.index().counts();
@@ -145,6 +188,14 @@ pub async fn run(
     store_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the store thread panicked"))??;
+    if let Some(server) = server {
+        if !*shutdown.borrow() {
+            // A finished replay: stop the server too.
+            server.task.abort();
+        } else {
+            server.task.await.context("the POS server panicked")??;
+        }
+    }
     source_result?;
     Ok(pipeline.stats())
 }
@@ -184,6 +235,36 @@ async fn run_source(
             }
         }
     }
+}
+
+/// Sends an event to the tablets: arrivals as full alerts, departures by visit id.
+fn publish(hub: &EventHub, store: &mut Store, event: &PresenceEvent) -> anyhow::Result<()> {
+    match event {
+        PresenceEvent::CustomerArrived(arrived) => {
+            if let Some(alert) = store.alert_for(arrived)? {
+                hub.publish(
+                    store,
+                    "arrival",
+                    Some(arrived.customer),
+                    &alert,
+                    arrived.arrived_at_ms,
+                )?;
+            }
+        }
+        PresenceEvent::CustomerLeft(left) => {
+            let body = serde_json::json!({
+                "visit_id": left.visit_id, "left_at_ms": left.left_at_ms, "dwell_s": left.dwell_s,
+            });
+            hub.publish(
+                store,
+                "departure",
+                Some(left.customer),
+                &body,
+                left.left_at_ms,
+            )?;
+        }
+    }
+    Ok(())
 }
 
 fn record(store: &mut Store, event: &PresenceEvent) -> anyhow::Result<()> {

@@ -110,6 +110,8 @@ pub struct DemoOptions {
     pub duration: Option<Duration>,
     pub strangers: usize,
     pub seed: u64,
+    /// Where the POS page is served.
+    pub listen: String,
 }
 
 /// Runs the demo until Ctrl-C or the optional duration.
@@ -127,6 +129,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         database.parent().unwrap_or(Path::new(".")),
         start,
     )?;
+    // A tablet already paired, so a newcomer sees alerts at once.
+    let tablet_token = crate::pos::auth::new_token();
+    store.add_device("Demo tablet", &crate::pos::auth::hash(&tablet_token), start)?;
     drop(store);
 
     let config = Config {
@@ -135,6 +140,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         presence: PresenceConfig {
             absence_ms: 10_000, // a short demo; a real shop uses about a minute
             ..PresenceConfig::default()
+        },
+        pos: crate::config::PosConfig {
+            listen: options.listen.clone(),
+            ..crate::config::PosConfig::default()
         },
         ..Config::default()
     };
@@ -177,11 +186,19 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
 
     let (stop_tx, stop_rx) = watch::channel(false);
     spawn_stopper(stop_tx, options.duration);
+    let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        if let Ok(address) = listening_rx.await {
+            println!("POS page (a paired demo tablet): http://{address}/pos#token={tablet_token}");
+            println!("Owner page: http://{address}/owner\n");
+        }
+    });
     let stats = daemon::run(
         &config,
         Source::Simulated(sim),
         stop_rx,
         Some(Box::new(print_event)),
+        Some(listening_tx),
     )
     .await?;
     println!(

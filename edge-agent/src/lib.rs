@@ -1,7 +1,7 @@
 //! The shop box. Data flows one way, and the modules are named after the stages:
 //!
 //! `scan` (BLE radio or replay file) → `pipeline` (decode → `resolve` → `presence`) →
-//! `events` → `store` (visits in SQLite) and the log.
+//! `events` → `store` (visits in SQLite) → `pos` (live alerts to tablets, the owner's page).
 //!
 //! `resolve`, `presence` and `pipeline` are the synchronous domain core: no I/O, no async,
 //! tested and benchmarked without a runtime. `scan`, `store` and `daemon` are the adapters.
@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod demo;
 pub mod events;
 pub mod pipeline;
+pub mod pos;
 pub mod presence;
 pub mod resolve;
 pub mod scan;

@@ -11,6 +11,7 @@ use tastesync_edge::config::Config;
 use tastesync_edge::daemon::{self, Source};
 use tastesync_edge::demo::{self, DemoOptions};
 use tastesync_edge::store::Store;
+use tastesync_edge::{now_ms, pos};
 use tastesync_shared::eid::{MAX_EXPONENT, eid};
 use tastesync_shared::hexfmt::{hex, parse, parse_fixed};
 use tokio::sync::watch;
@@ -75,6 +76,14 @@ enum Command {
         strangers: usize,
         #[arg(long, default_value_t = 7)]
         seed: u64,
+        /// Where to serve the POS and owner pages.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+    },
+    /// Print a one-time code (valid 10 minutes) to pair a tablet with the box.
+    Pair {
+        #[command(flatten)]
+        db: DbArgs,
     },
     /// Manage customers.
     #[command(subcommand)]
@@ -190,7 +199,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
                     let _ = stop_tx.send(true);
                 });
                 let source = Source::from_config(&config.scanner);
-                let stats = daemon::run(&config, source, stop_rx, None).await?;
+                let stats = daemon::run(&config, source, stop_rx, None, None).await?;
                 tracing::info!(
                     advertisements = stats.advertisements,
                     recognised = stats.recognised,
@@ -206,12 +215,23 @@ fn execute(command: Command) -> anyhow::Result<()> {
             db,
             strangers,
             seed,
+            listen,
         } => runtime()?.block_on(demo::run(DemoOptions {
             database: db,
             duration: duration.map(Duration::from_secs),
             strangers,
             seed,
+            listen,
         }))?,
+        Command::Pair { db } => {
+            let mut store = open_store(&db)?;
+            let code = pos::auth::new_pairing_code();
+            store.add_pairing_code(
+                &pos::auth::hash(&code),
+                now_ms() + pos::auth::PAIRING_CODE_TTL_MS,
+            )?;
+            println!("Pairing code: {code} (valid 10 minutes; enter it on the tablet's POS page)");
+        }
         Command::Customers(CustomersCommand::Import { db, file }) => {
             let mut store = open_store(&db)?;
             let report = store.import_customers(&file)?;

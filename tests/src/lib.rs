@@ -2,6 +2,9 @@
 //! against real files (and, for the BLE tests, a real D-Bus with a mocked BlueZ), and assert
 //! on what a user sees: command output, exit codes, the visits the box lists.
 
+pub mod ble;
+pub mod pos;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,11 +1,10 @@
 //! The real BLE path: btleplug → D-Bus → BlueZ, with python-dbusmock's bluez5 template
 //! standing in for bluetoothd on a private bus. No radio needed, nothing else mocked.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use tastesync_e2e::ble::{Daemon, MockBluez};
 use tastesync_e2e::*;
 use tastesync_shared::eid::eid;
 use tastesync_shared::hexfmt::{hex, parse_fixed};
@@ -13,140 +12,11 @@ use tastesync_shared::hexfmt::{hex, parse_fixed};
 const UUID: &str = "f7826da64fa24e988024bc5b71e0893e";
 const PHONE_KEY: &str = "00112233445566778899aabbccddeeff";
 
-/// The Python interpreter that has python-dbusmock, installing it if needed.
-fn mock_python() -> String {
-    if let Ok(python) = std::env::var("TASTESYNC_BLE_PYTHON") {
-        return python;
-    }
-    let output = Command::new("bash")
-        .arg(workspace().join("scripts/install-ble-mock.sh"))
-        .output()
-        .expect("run install-ble-mock.sh");
-    assert!(
-        output.status.success(),
-        "install-ble-mock.sh failed: {}",
-        stderr(&output)
-    );
-    stdout(&output)
-        .lines()
-        .last()
-        .expect("python path")
-        .to_string()
-}
-
-/// The mock BlueZ driver (tests/ble/mock_bluez.py).
-struct MockBluez {
-    child: Child,
-    stdin: ChildStdin,
-    replies: mpsc::Receiver<String>,
-    bus: String,
-}
-
-impl MockBluez {
-    fn start(args: &[&str]) -> MockBluez {
-        let mut child = Command::new(mock_python())
-            .arg(workspace().join("tests/ble/mock_bluez.py"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("start mock_bluez.py");
-        let stdin = child.stdin.take().unwrap();
-        let (tx, replies) = mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let ready = replies
-            .recv_timeout(Duration::from_secs(30))
-            .expect("mock ready");
-        let bus = ready
-            .strip_prefix("READY ")
-            .expect("READY line")
-            .to_string();
-        MockBluez {
-            child,
-            stdin,
-            replies,
-            bus,
-        }
-    }
-
-    fn send(&mut self, command: serde_json::Value) {
-        writeln!(self.stdin, "{command}").unwrap();
-        let reply = self
-            .replies
-            .recv_timeout(Duration::from_secs(10))
-            .expect("reply");
-        assert_eq!(reply, "OK", "{command}");
-    }
-
-    fn stop(mut self) {
-        drop(self.stdin);
-        let _ = self.child.wait();
-    }
-}
-
-/// `tastesync-edge run` on the mock's bus, with its log lines collected.
-struct Daemon {
-    child: Child,
-    log: mpsc::Receiver<String>,
-}
-
-impl Daemon {
-    fn start(config: &std::path::Path, bus: &str) -> Daemon {
-        let mut child = Command::new(bin("tastesync-edge"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
-            .env("RUST_LOG", "info")
-            .env("NO_COLOR", "1")
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start the daemon");
-        let (tx, log) = mpsc::channel();
-        let err = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(err).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Daemon { child, log }
-    }
-
-    fn wait_for_log(&self, needle: &str) -> Vec<String> {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let mut seen = Vec::new();
-        while Instant::now() < deadline {
-            if let Ok(line) = self.log.recv_timeout(Duration::from_millis(200)) {
-                let found = line.contains(needle);
-                seen.push(line);
-                if found {
-                    return seen;
-                }
-            }
-        }
-        panic!(
-            "the daemon never logged {needle:?}; it logged:\n{}",
-            seen.join("\n")
-        );
-    }
-
-    /// SIGTERM, as systemd stops it; returns whether it exited cleanly.
-    fn terminate(mut self) -> bool {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        self.child.wait().map(|s| s.success()).unwrap_or(false)
-    }
-}
-
 fn config(shop: &Shop, watchdog_secs: u64) -> std::path::PathBuf {
     shop.write(
         "edge.toml",
         &format!(
-            "database = {:?}\n[scanner]\nsource = \"ble\"\nzone = \"door\"\nwatchdog_secs = {watchdog_secs}\n[presence]\nabsence_ms = 60000\n",
+            "database = {:?}\n[scanner]\nsource = \"ble\"\nzone = \"door\"\nwatchdog_secs = {watchdog_secs}\n[presence]\nabsence_ms = 60000\n[pos]\nlisten = \"127.0.0.1:0\"\n",
             shop.db()
         ),
     )

@@ -7,7 +7,15 @@ fn the_demo_shows_arrivals_with_what_staff_need_to_know() {
     let shop = Shop::new();
     let output = run(
         "tastesync-edge",
-        &["demo", "--duration", "12", "--db", &shop.db()],
+        &[
+            "demo",
+            "--duration",
+            "12",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &shop.db(),
+        ],
     );
     assert!(output.status.success(), "{}", stderr(&output));
     let text = stdout(&output);
@@ -21,4 +29,8 @@ fn the_demo_shows_arrivals_with_what_staff_need_to_know() {
     );
     assert!(!text.contains("cannot describe"), "{text}");
     assert!(text.contains("advertisements heard"), "{text}");
+    assert!(
+        text.contains("POS page (a paired demo tablet): http://127.0.0.1:"),
+        "{text}"
+    );
 }

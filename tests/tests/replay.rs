@@ -51,7 +51,7 @@ fn replayed_shop_traffic_becomes_visits() {
     let config = shop.write(
         "edge.toml",
         &format!(
-            "database = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 0\nzone = \"counter\"\n[presence]\nabsence_ms = 30000\n",
+            "database = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 0\nzone = \"counter\"\n[presence]\nabsence_ms = 30000\n[pos]\nlisten = \"\"\n",
             shop.db(),
             recording.display().to_string()
         ),

@@ -64,6 +64,56 @@ const MIGRATIONS: &[&str] = &[
         BEGIN UPDATE meta SET customers_revision = customers_revision + 1; END;
     CREATE TRIGGER eid_temporary_keys_delete_revision AFTER DELETE ON eid_temporary_keys
         BEGIN UPDATE meta SET customers_revision = customers_revision + 1; END;",
+    // 2: the POS: paired tablets, pairing codes, the owner's PIN, the live event log tablets
+    // resume from, and staff actions (acknowledgements, orders, feedback).
+    "CREATE TABLE pos_devices (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        token_hash BLOB NOT NULL UNIQUE,
+        paired_at_ms INTEGER NOT NULL,
+        revoked_at_ms INTEGER
+    );
+    CREATE TABLE pairing_codes (
+        code_hash BLOB PRIMARY KEY,
+        expires_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE owner (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        pin_salt BLOB NOT NULL,
+        pin_hash BLOB NOT NULL
+    );
+    CREATE TABLE pos_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        customer_id INTEGER REFERENCES customers(id) ON DELETE CASCADE,
+        body TEXT NOT NULL
+    );
+    CREATE TABLE alert_acks (
+        visit_id TEXT PRIMARY KEY REFERENCES visits(visit_id) ON DELETE CASCADE,
+        device_id INTEGER NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE orders (
+        action_id TEXT PRIMARY KEY,
+        visit_id TEXT NOT NULL REFERENCES visits(visit_id) ON DELETE CASCADE,
+        device_id INTEGER NOT NULL,
+        items TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE order_items (
+        action_id TEXT NOT NULL REFERENCES orders(action_id) ON DELETE CASCADE,
+        item TEXT NOT NULL
+    );
+    CREATE INDEX order_items_action ON order_items(action_id);
+    CREATE TABLE feedback (
+        action_id TEXT PRIMARY KEY,
+        visit_id TEXT NOT NULL REFERENCES visits(visit_id) ON DELETE CASCADE,
+        device_id INTEGER NOT NULL,
+        score INTEGER NOT NULL CHECK (score BETWEEN 1 AND 5),
+        comment TEXT NOT NULL,
+        at_ms INTEGER NOT NULL
+    );",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

@@ -5,6 +5,7 @@
 
 mod import;
 mod migrations;
+mod pos;
 
 use std::path::Path;
 
@@ -18,6 +19,9 @@ use crate::events::{CustomerArrived, CustomerLeft};
 use crate::resolve::{CustomerId, EidTag, IndexSnapshot};
 
 pub use import::{ImportError, ImportReport, RowError};
+pub use pos::{
+    ActionOutcome, Alert, Device, DeviceAuth, OwnerSummary, PosEvent, Present, StaffAction,
+};
 
 /// An open store.
 pub struct Store {

@@ -1,0 +1,104 @@
+//! The POS: an HTTP server on the shop's LAN (axum) serving the tablet app, the owner's page
+//! and their JSON API, with live alerts over Server-Sent Events. Assets are compiled into the
+//! binary: the shop may be offline.
+//!
+//! Every `/api` route except pairing, the owner's login and `/api/health` needs a token:
+//! a paired tablet's device token, or the owner's session token for `/api/owner/...`.
+
+mod api;
+pub mod auth;
+pub mod hub;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde::Serialize;
+use tokio::sync::watch;
+
+pub use hub::EventHub;
+
+use crate::pipeline::PipelineStats;
+use crate::store::Store;
+use crate::{Millis, now_ms};
+
+/// What the owner's page shows about the box itself.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Health {
+    /// `ble`, `replay` or `simulated`.
+    pub scanner: String,
+    pub scanner_running: bool,
+    pub pipeline: PipelineStats,
+    /// Cloud sync status; the sync is not built yet.
+    pub cloud_sync: String,
+}
+
+/// Shared by every request.
+pub struct PosState {
+    store: Arc<Mutex<Store>>,
+    hub: EventHub,
+    limiter: auth::FailureLimiter,
+    owner: auth::OwnerSessions,
+    health: watch::Receiver<Health>,
+    /// Live streams end when the box shuts down (or graceful shutdown would wait forever).
+    shutdown: watch::Receiver<bool>,
+}
+
+/// A running POS server.
+pub struct PosServer {
+    pub address: SocketAddr,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Binds `listen` and serves until `shutdown`. Event-log entries older than `retention`
+/// are pruned every minute; tablets away longer reload their state.
+pub async fn serve(
+    listen: &str,
+    store: Store,
+    hub: EventHub,
+    health: watch::Receiver<Health>,
+    retention: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<PosServer> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen} for the POS (is another program using the port? set pos.listen)"))?;
+    let address = listener.local_addr()?;
+    let state = Arc::new(PosState {
+        store: Arc::new(Mutex::new(store)),
+        hub,
+        limiter: auth::FailureLimiter::default(),
+        owner: auth::OwnerSessions::default(),
+        health,
+        shutdown: shutdown.clone(),
+    });
+    let pruner = state.store.clone();
+    let mut prune_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = every.tick() => {}
+                _ = prune_shutdown.changed() => return,
+            }
+            let store = pruner.clone();
+            let before: Millis = now_ms().saturating_sub(retention.as_millis() as Millis);
+            let _ = tokio::task::spawn_blocking(move || {
+                store.lock().expect("store lock").prune_pos_events(before)
+            })
+            .await;
+        }
+    });
+    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.changed().await;
+            })
+            .await
+            .context("the POS server failed")
+    });
+    tracing::info!("POS listening on http://{address}");
+    Ok(PosServer { address, task })
+}

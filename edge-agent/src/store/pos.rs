@@ -1,0 +1,480 @@
+//! What the POS needs from the store: paired tablets, pairing codes, the owner's PIN, the
+//! event log tablets resume from, staff actions, and the figures of the owner's page.
+
+use rusqlite::{OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use super::Store;
+use crate::Millis;
+use crate::events::CustomerArrived;
+use crate::resolve::CustomerId;
+
+/// One entry of the live event log (`arrival`, `departure`, `ack`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PosEvent {
+    pub id: i64,
+    pub kind: String,
+    /// JSON text, sent to tablets as is.
+    pub body: String,
+}
+
+/// What a tablet shows when a customer arrives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    pub visit_id: String,
+    pub customer_ref: String,
+    pub display_name: String,
+    pub tier: String,
+    /// Things to be careful of, such as allergies.
+    pub notes: String,
+    pub preferences: String,
+    /// This visit included.
+    pub visit_count: u64,
+    pub last_visit_ms: Option<Millis>,
+    /// The customer's most frequent items in past orders here.
+    pub usual_order: Vec<String>,
+    /// Suggestions pushed by the cloud (none until sync exists).
+    pub suggestions: Vec<String>,
+    pub zone: String,
+    pub arrived_at_ms: Millis,
+    /// Name of the tablet that acknowledged the alert, if any.
+    pub acknowledged_by: Option<String>,
+}
+
+/// A customer currently in the shop, as the "in the shop now" list shows them.
+pub type Present = Alert;
+
+/// A paired tablet.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Device {
+    pub id: i64,
+    pub name: String,
+    pub paired_at_ms: Millis,
+    pub revoked_at_ms: Option<Millis>,
+}
+
+/// What a presented device token is.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeviceAuth {
+    Valid(Device),
+    Revoked,
+    Unknown,
+}
+
+/// A staff action, recorded once however often a tablet retries it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StaffAction<'a> {
+    Order { items: &'a [String] },
+    Feedback { score: u8, comment: &'a str },
+}
+
+/// The result of recording a staff action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActionOutcome {
+    Recorded,
+    /// The same action (same id, same content) was already recorded: a retry.
+    Duplicate,
+    /// The action id was already used for something else.
+    Conflict,
+    UnknownVisit,
+}
+
+/// The owner's page figures.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OwnerSummary {
+    pub present: usize,
+    pub visits_today: u64,
+    /// Share of today's visits by customers who had visited before today, 0-100.
+    pub returning_rate_pct: Option<f64>,
+    pub average_dwell_s: Option<f64>,
+    /// Share of today's feedback scoring 4 or 5, 0-100. Private to the owner.
+    pub satisfaction_pct: Option<f64>,
+    pub feedback_count: u64,
+    /// Visits per local hour of the day (24 entries).
+    pub visits_by_hour: Vec<u64>,
+}
+
+impl Store {
+    /// Builds the alert of a visit that just started.
+    pub fn alert_for(&self, arrived: &CustomerArrived) -> anyhow::Result<Option<Alert>> {
+        self.alert(&arrived.visit_id.to_string())
+    }
+
+    /// The alert of a visit, with its acknowledgement state.
+    pub fn alert(&self, visit_id: &str) -> anyhow::Result<Option<Alert>> {
+        Ok(self.alerts_where("v.visit_id = ?1", [visit_id])?.pop())
+    }
+
+    /// Customers in the shop now (open visits of the last 12 hours), earliest first.
+    pub fn present(&self, now: Millis) -> anyhow::Result<Vec<Present>> {
+        let since = now.saturating_sub(12 * 3_600_000) as i64;
+        self.alerts_where("v.left_at_ms IS NULL AND v.arrived_at_ms >= ?1", [since])
+    }
+
+    fn alerts_where<P: rusqlite::Params>(
+        &self,
+        condition: &str,
+        params: P,
+    ) -> anyhow::Result<Vec<Alert>> {
+        let sql = format!(
+            "SELECT v.visit_id, c.id, c.customer_ref, c.display_name, c.tier, c.notes, c.preferences,
+                    (SELECT count(*) FROM visits w WHERE w.customer_id = c.id AND w.arrived_at_ms <= v.arrived_at_ms),
+                    (SELECT max(w.arrived_at_ms) FROM visits w WHERE w.customer_id = c.id AND w.arrived_at_ms < v.arrived_at_ms),
+                    v.zone, v.arrived_at_ms,
+                    (SELECT d.name FROM alert_acks a JOIN pos_devices d ON d.id = a.device_id WHERE a.visit_id = v.visit_id)
+             FROM visits v JOIN customers c ON c.id = v.customer_id
+             WHERE {condition} ORDER BY v.arrived_at_ms"
+        );
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params, |r| {
+            Ok((
+                r.get::<_, i64>(1)?,
+                Alert {
+                    visit_id: r.get(0)?,
+                    customer_ref: r.get(2)?,
+                    display_name: r.get(3)?,
+                    tier: r.get(4)?,
+                    notes: r.get(5)?,
+                    preferences: r.get(6)?,
+                    visit_count: r.get(7)?,
+                    last_visit_ms: r.get(8)?,
+                    usual_order: Vec::new(),
+                    suggestions: Vec::new(),
+                    zone: r.get(9)?,
+                    arrived_at_ms: r.get(10)?,
+                    acknowledged_by: r.get(11)?,
+                },
+            ))
+        })?;
+        let mut alerts = Vec::new();
+        for row in rows {
+            let (customer, mut alert) = row?;
+            alert.usual_order = self.usual_order(CustomerId(customer), 3)?;
+            alerts.push(alert);
+        }
+        Ok(alerts)
+    }
+
+    /// The customer's most frequently ordered items here, most frequent first.
+    pub fn usual_order(&self, customer: CustomerId, limit: usize) -> anyhow::Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT i.item FROM order_items i JOIN orders o USING (action_id)
+             JOIN visits v ON v.visit_id = o.visit_id
+             WHERE v.customer_id = ?1
+             GROUP BY i.item ORDER BY count(*) DESC, max(o.at_ms) DESC LIMIT ?2",
+        )?;
+        let items = stmt.query_map(params![customer.0, limit as i64], |r| r.get(0))?;
+        Ok(items.collect::<Result<_, _>>()?)
+    }
+
+    /// Appends to the live event log; returns the event's id. Callers serialise appends and
+    /// broadcasts (see `pos::hub`), so ids reach tablets in order.
+    pub fn append_pos_event(
+        &mut self,
+        kind: &str,
+        customer: Option<CustomerId>,
+        body: &str,
+        at: Millis,
+    ) -> anyhow::Result<i64> {
+        self.conn.execute(
+            "INSERT INTO pos_events (at_ms, kind, customer_id, body) VALUES (?1, ?2, ?3, ?4)",
+            params![at, kind, customer.map(|c| c.0), body],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// Events after `since`, oldest first, at most `limit`.
+    pub fn pos_events_after(&self, since: i64, limit: usize) -> anyhow::Result<Vec<PosEvent>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, kind, body FROM pos_events WHERE id > ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![since, limit as i64], |r| {
+            Ok(PosEvent {
+                id: r.get(0)?,
+                kind: r.get(1)?,
+                body: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// (oldest retained id, newest id) of the event log; (0, 0) when empty.
+    pub fn pos_event_bounds(&self) -> anyhow::Result<(i64, i64)> {
+        let (oldest, newest): (Option<i64>, Option<i64>) =
+            self.conn
+                .query_row("SELECT min(id), max(id) FROM pos_events", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
+        // AUTOINCREMENT never reuses ids, so an emptied log still knows its last id.
+        let last_ever: i64 = self
+            .conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'pos_events'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(0);
+        Ok((oldest.unwrap_or(last_ever + 1), newest.unwrap_or(last_ever)))
+    }
+
+    /// Drops events older than `before`; tablets away longer than that reload their state.
+    pub fn prune_pos_events(&mut self, before: Millis) -> anyhow::Result<usize> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM pos_events WHERE at_ms < ?1", [before as i64])?)
+    }
+
+    /// Records that a tablet handled an alert. The first acknowledgement wins.
+    pub fn acknowledge(
+        &mut self,
+        visit_id: &str,
+        device: i64,
+        at: Millis,
+    ) -> anyhow::Result<ActionOutcome> {
+        if !self.visit_exists(visit_id)? {
+            return Ok(ActionOutcome::UnknownVisit);
+        }
+        let inserted = self.conn.execute(
+            "INSERT INTO alert_acks (visit_id, device_id, at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (visit_id) DO NOTHING",
+            params![visit_id, device, at],
+        )?;
+        Ok(if inserted == 1 {
+            ActionOutcome::Recorded
+        } else {
+            ActionOutcome::Duplicate
+        })
+    }
+
+    fn visit_exists(&self, visit_id: &str) -> anyhow::Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM visits WHERE visit_id = ?1",
+                [visit_id],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
+    /// Records an order or feedback once per `action_id`.
+    pub fn record_action(
+        &mut self,
+        action_id: &str,
+        visit_id: &str,
+        device: i64,
+        action: StaffAction<'_>,
+        at: Millis,
+    ) -> anyhow::Result<ActionOutcome> {
+        let tx = self.conn.transaction()?;
+        let exists = |sql: &str| -> rusqlite::Result<Option<String>> {
+            tx.query_row(sql, [action_id], |r| r.get(0)).optional()
+        };
+        let fingerprint = match &action {
+            StaffAction::Order { items } => serde_json::to_string(items)?,
+            StaffAction::Feedback { score, comment } => format!("{score}:{comment}"),
+        };
+        let previous = match &action {
+            StaffAction::Order { .. } => {
+                exists("SELECT visit_id || ' ' || items FROM orders WHERE action_id = ?1")?
+            }
+            StaffAction::Feedback { .. } => exists(
+                "SELECT visit_id || ' ' || score || ':' || comment FROM feedback WHERE action_id = ?1",
+            )?,
+        };
+        if let Some(previous) = previous {
+            return Ok(if previous == format!("{visit_id} {fingerprint}") {
+                ActionOutcome::Duplicate
+            } else {
+                ActionOutcome::Conflict
+            });
+        }
+        let visit: Option<i64> = tx
+            .query_row(
+                "SELECT 1 FROM visits WHERE visit_id = ?1",
+                [visit_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if visit.is_none() {
+            return Ok(ActionOutcome::UnknownVisit);
+        }
+        match action {
+            StaffAction::Order { items } => {
+                tx.execute(
+                    "INSERT INTO orders (action_id, visit_id, device_id, items, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![action_id, visit_id, device, fingerprint, at],
+                )?;
+                for item in items {
+                    tx.execute(
+                        "INSERT INTO order_items (action_id, item) VALUES (?1, ?2)",
+                        params![action_id, item],
+                    )?;
+                }
+            }
+            StaffAction::Feedback { score, comment } => {
+                tx.execute(
+                    "INSERT INTO feedback (action_id, visit_id, device_id, score, comment, at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    params![action_id, visit_id, device, score, comment, at],
+                )?;
+            }
+        }
+        tx.commit()?;
+        Ok(ActionOutcome::Recorded)
+    }
+
+    /// Pairs a tablet: stores the hash of its token.
+    pub fn add_device(
+        &mut self,
+        name: &str,
+        token_hash: &[u8; 32],
+        at: Millis,
+    ) -> anyhow::Result<Device> {
+        self.conn.execute(
+            "INSERT INTO pos_devices (name, token_hash, paired_at_ms) VALUES (?1, ?2, ?3)",
+            params![name, token_hash.as_slice(), at],
+        )?;
+        Ok(Device {
+            id: self.conn.last_insert_rowid(),
+            name: name.to_string(),
+            paired_at_ms: at,
+            revoked_at_ms: None,
+        })
+    }
+
+    /// Looks a device token up by its hash.
+    pub fn device_by_token(&self, token_hash: &[u8; 32]) -> anyhow::Result<DeviceAuth> {
+        let device = self
+            .conn
+            .query_row(
+                "SELECT id, name, paired_at_ms, revoked_at_ms FROM pos_devices WHERE token_hash = ?1",
+                [token_hash.as_slice()],
+                device_row,
+            )
+            .optional()?;
+        Ok(match device {
+            Some(d) if d.revoked_at_ms.is_some() => DeviceAuth::Revoked,
+            Some(d) => DeviceAuth::Valid(d),
+            None => DeviceAuth::Unknown,
+        })
+    }
+
+    pub fn devices(&self) -> anyhow::Result<Vec<Device>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT id, name, paired_at_ms, revoked_at_ms FROM pos_devices ORDER BY id")?;
+        let rows = stmt.query_map([], device_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Revokes a tablet; returns whether it existed and was active.
+    pub fn revoke_device(&mut self, id: i64, at: Millis) -> anyhow::Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE pos_devices SET revoked_at_ms = ?2 WHERE id = ?1 AND revoked_at_ms IS NULL",
+            params![id, at],
+        )? == 1)
+    }
+
+    /// Stores a one-time pairing code (its hash) valid until `expires_at`.
+    pub fn add_pairing_code(
+        &mut self,
+        code_hash: &[u8; 32],
+        expires_at: Millis,
+    ) -> anyhow::Result<()> {
+        self.conn.execute(
+            "INSERT OR REPLACE INTO pairing_codes (code_hash, expires_at_ms) VALUES (?1, ?2)",
+            params![code_hash.as_slice(), expires_at],
+        )?;
+        Ok(())
+    }
+
+    /// Uses up a pairing code; returns whether it was valid (known and not expired).
+    pub fn take_pairing_code(&mut self, code_hash: &[u8; 32], now: Millis) -> anyhow::Result<bool> {
+        self.conn.execute(
+            "DELETE FROM pairing_codes WHERE expires_at_ms < ?1",
+            [now as i64],
+        )?;
+        Ok(self.conn.execute(
+            "DELETE FROM pairing_codes WHERE code_hash = ?1",
+            [code_hash.as_slice()],
+        )? == 1)
+    }
+
+    /// The owner's PIN (salt, hash), once set.
+    pub fn owner_pin(&self) -> anyhow::Result<Option<(Vec<u8>, Vec<u8>)>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT pin_salt, pin_hash FROM owner WHERE id = 1",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?)
+    }
+
+    /// Sets the owner's PIN if none is set yet; returns whether it was set.
+    pub fn set_owner_pin(&mut self, salt: &[u8], hash: &[u8]) -> anyhow::Result<bool> {
+        Ok(self.conn.execute(
+            "INSERT INTO owner (id, pin_salt, pin_hash) VALUES (1, ?1, ?2) ON CONFLICT (id) DO NOTHING",
+            params![salt, hash],
+        )? == 1)
+    }
+
+    /// The owner's page figures for visits since `since` (the owner's local midnight);
+    /// `tz_offset_min` is the browser's offset from UTC, for the busiest hours.
+    pub fn owner_summary(
+        &self,
+        since: Millis,
+        tz_offset_min: i64,
+        now: Millis,
+    ) -> anyhow::Result<OwnerSummary> {
+        let since = since as i64;
+        let (visits_today, returning, average_dwell_s): (u64, u64, Option<f64>) = self.conn.query_row(
+            "SELECT count(*),
+                    coalesce(sum(EXISTS (SELECT 1 FROM visits p WHERE p.customer_id = v.customer_id AND p.arrived_at_ms < ?1)), 0),
+                    avg(v.dwell_s)
+             FROM visits v WHERE v.arrived_at_ms >= ?1",
+            [since],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        let (feedback_count, satisfied): (u64, u64) = self.conn.query_row(
+            "SELECT count(*), coalesce(sum(score >= 4), 0) FROM feedback WHERE at_ms >= ?1",
+            [since],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let mut visits_by_hour = vec![0u64; 24];
+        let mut stmt = self.conn.prepare(
+            "SELECT ((arrived_at_ms / 1000 + ?2 * 60) / 3600) % 24, count(*) FROM visits
+             WHERE arrived_at_ms >= ?1 GROUP BY 1",
+        )?;
+        let rows = stmt.query_map(params![since, tz_offset_min], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, u64>(1)?))
+        })?;
+        for row in rows {
+            let (hour, count) = row?;
+            visits_by_hour[hour.rem_euclid(24) as usize] = count;
+        }
+        let pct = |part: u64, whole: u64| (whole > 0).then(|| part as f64 * 100.0 / whole as f64);
+        Ok(OwnerSummary {
+            present: self.present(now)?.len(),
+            visits_today,
+            returning_rate_pct: pct(returning, visits_today),
+            average_dwell_s,
+            satisfaction_pct: pct(satisfied, feedback_count),
+            feedback_count,
+            visits_by_hour,
+        })
+    }
+}
+
+fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+    Ok(Device {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        paired_at_ms: r.get(2)?,
+        revoked_at_ms: r.get(3)?,
+    })
+}

@@ -1,0 +1,148 @@
+//! Running the box against a mocked BlueZ: python-dbusmock's bluez5 template on a private
+//! D-Bus, driven by `tests/ble/mock_bluez.py`, and the daemon as a child process.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use crate::{bin, stderr, stdout, workspace};
+
+/// The Python interpreter that has python-dbusmock, installing it if needed.
+fn mock_python() -> String {
+    if let Ok(python) = std::env::var("TASTESYNC_BLE_PYTHON") {
+        return python;
+    }
+    let output = Command::new("bash")
+        .arg(workspace().join("scripts/install-ble-mock.sh"))
+        .output()
+        .expect("run install-ble-mock.sh");
+    assert!(
+        output.status.success(),
+        "install-ble-mock.sh failed: {}",
+        stderr(&output)
+    );
+    stdout(&output)
+        .lines()
+        .last()
+        .expect("python path")
+        .to_string()
+}
+
+/// The mock BlueZ driver (tests/ble/mock_bluez.py).
+pub struct MockBluez {
+    child: Child,
+    stdin: ChildStdin,
+    replies: mpsc::Receiver<String>,
+    pub bus: String,
+}
+
+impl MockBluez {
+    pub fn start(args: &[&str]) -> MockBluez {
+        let mut child = Command::new(mock_python())
+            .arg(workspace().join("tests/ble/mock_bluez.py"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start mock_bluez.py");
+        let stdin = child.stdin.take().unwrap();
+        let (tx, replies) = mpsc::channel();
+        let out = child.stdout.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let ready = replies
+            .recv_timeout(Duration::from_secs(30))
+            .expect("mock ready");
+        let bus = ready
+            .strip_prefix("READY ")
+            .expect("READY line")
+            .to_string();
+        MockBluez {
+            child,
+            stdin,
+            replies,
+            bus,
+        }
+    }
+
+    pub fn send(&mut self, command: serde_json::Value) {
+        writeln!(self.stdin, "{command}").unwrap();
+        let reply = self
+            .replies
+            .recv_timeout(Duration::from_secs(10))
+            .expect("reply");
+        assert_eq!(reply, "OK", "{command}");
+    }
+
+    pub fn stop(mut self) {
+        drop(self.stdin);
+        let _ = self.child.wait();
+    }
+}
+
+/// `tastesync-edge run` on the mock's bus, with its log lines collected.
+pub struct Daemon {
+    child: Child,
+    log: mpsc::Receiver<String>,
+}
+
+impl Daemon {
+    pub fn start(config: &std::path::Path, bus: &str) -> Daemon {
+        let mut child = Command::new(bin("tastesync-edge"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the daemon");
+        let (tx, log) = mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Daemon { child, log }
+    }
+
+    pub fn wait_for_log(&self, needle: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            if let Ok(line) = self.log.recv_timeout(Duration::from_millis(200)) {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return seen;
+                }
+            }
+        }
+        panic!(
+            "the daemon never logged {needle:?}; it logged:\n{}",
+            seen.join("\n")
+        );
+    }
+
+    /// SIGTERM, as systemd stops it; returns whether it exited cleanly within 10 s
+    /// (otherwise it is killed).
+    pub fn terminate(mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        false
+    }
+}

@@ -1,0 +1,167 @@
+//! A box with its POS server up, on a random port, fed by the mocked BlueZ, for the API,
+//! resume and browser tests.
+
+use std::io::{BufRead, BufReader};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use crate::ble::{Daemon, MockBluez};
+use crate::{Shop, ibeacon_manufacturer_payload, run, stdout};
+
+pub const UUID: &str = "f7826da64fa24e988024bc5b71e0893e";
+
+/// Customers of the POS tests: C1..C3 with iBeacon tags minor 1..3.
+pub const CUSTOMERS: &str = "customer_ref,display_name,tier,notes,preferences,tag_ids\n\
+C1,Minji Kim,gold,allergic to peanuts,oat latte,ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:1\n\
+C2,Joon Park,silver,,americano,ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:2\n\
+C3,Sophie Martin,,lactose intolerant,green tea,ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:3\n";
+
+pub struct PosBox {
+    pub shop: Shop,
+    pub mock: MockBluez,
+    pub daemon: Option<Daemon>,
+    pub base: String,
+    pub http: reqwest::blocking::Client,
+}
+
+impl PosBox {
+    pub fn start() -> PosBox {
+        let shop = Shop::new();
+        shop.import_customers(CUSTOMERS);
+        let config = shop.write(
+            "edge.toml",
+            &format!(
+                "database = {:?}\n[scanner]\nsource = \"ble\"\nzone = \"counter\"\n[pos]\nlisten = \"127.0.0.1:0\"\n",
+                shop.db()
+            ),
+        );
+        let mut mock = MockBluez::start(&[]);
+        let daemon = Daemon::start(&config, &mock.bus);
+        let log = daemon.wait_for_log("POS listening on ");
+        let base = log
+            .last()
+            .and_then(|l| l.split("POS listening on ").nth(1))
+            .expect("address")
+            .trim()
+            .to_string();
+        daemon.wait_for_log("BLE discovery started");
+        for minor in 1..=3 {
+            mock.send(serde_json::json!({"cmd": "add_device", "mac": mac(minor), "name": "tag"}));
+        }
+        PosBox {
+            shop,
+            mock,
+            daemon: Some(daemon),
+            base,
+            http: reqwest::blocking::Client::new(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// A pairing code from the owner's command line.
+    pub fn pairing_code(&self) -> String {
+        let out = stdout(&run("tastesync-edge", &["pair", "--db", &self.shop.db()]));
+        out.split_whitespace().nth(2).expect("code").to_string()
+    }
+
+    /// Pairs a tablet; returns its token.
+    pub fn pair(&self, name: &str) -> String {
+        let response = self
+            .http
+            .post(self.url("/api/pair"))
+            .json(&serde_json::json!({"code": self.pairing_code(), "name": name}))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().unwrap();
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    /// The tag of customer C<minor> advertises near the counter three times: an arrival.
+    pub fn customer_arrives(&mut self, minor: u16) {
+        for _ in 0..3 {
+            self.mock.send(serde_json::json!({
+                "cmd": "advertise", "mac": mac(minor), "rssi": -58,
+                "manufacturer_data": {"76": ibeacon_manufacturer_payload(UUID, 1, minor)}
+            }));
+        }
+    }
+
+    /// Customers present, as a tablet sees them.
+    pub fn present(&self, token: &str) -> serde_json::Value {
+        self.http
+            .get(self.url("/api/present"))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
+    /// Waits until `count` customers are present; returns the present list.
+    pub fn wait_present(&self, token: &str, count: usize) -> Vec<serde_json::Value> {
+        for _ in 0..100 {
+            let present = self.present(token)["present"].as_array().unwrap().clone();
+            if present.len() >= count {
+                return present;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("{count} customers never became present");
+    }
+
+    /// Opens the live stream; events arrive on the returned channel as (id, kind, data).
+    pub fn stream(&self, token: &str, last_event_id: Option<i64>) -> mpsc::Receiver<SseEvent> {
+        let mut request = self
+            .http
+            .get(self.url(&format!("/api/stream?token={token}")))
+            .timeout(Duration::from_secs(3600));
+        if let Some(id) = last_event_id {
+            request = request.header("Last-Event-ID", id.to_string());
+        }
+        let response = request.send().unwrap();
+        assert_eq!(response.status(), 200);
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut event = SseEvent::default();
+            for line in BufReader::new(response).lines().map_while(Result::ok) {
+                if line.is_empty() {
+                    if !event.kind.is_empty() && tx.send(std::mem::take(&mut event)).is_err() {
+                        return;
+                    }
+                    event = SseEvent::default();
+                } else if let Some(v) = line.strip_prefix("id: ") {
+                    event.id = v.parse().unwrap_or(-1);
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    event.kind = v.to_string();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    event.data = serde_json::from_str(v).unwrap_or(serde_json::Value::Null);
+                }
+            }
+        });
+        rx
+    }
+}
+
+impl Drop for PosBox {
+    fn drop(&mut self) {
+        if let Some(daemon) = self.daemon.take() {
+            daemon.terminate();
+        }
+    }
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct SseEvent {
+    pub id: i64,
+    pub kind: String,
+    pub data: serde_json::Value,
+}
+
+fn mac(minor: u16) -> String {
+    format!("c0:11:22:33:44:{minor:02x}")
+}

@@ -1,0 +1,81 @@
+//! A real browser: headless Chromium (Debian's) driven by Playwright (tests/browser/) through
+//! the tablet and owner pages, while the box recognises a customer through the BLE path.
+//! Screenshots land in target/test-artifacts/.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tastesync_e2e::pos::PosBox;
+use tastesync_e2e::workspace;
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+#[test]
+fn staff_see_an_arrival_within_a_second_and_handle_it_and_the_owner_sees_satisfaction() {
+    let browser_dir = workspace().join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "run scripts/test.sh, which installs Chromium and playwright-core"
+    );
+    let shots = workspace().join("target/test-artifacts");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut pos = PosBox::start();
+    let token = pos.pair("Browser tablet");
+
+    let mut node = Command::new("node")
+        .arg(browser_dir.join("pos_flow.mjs"))
+        .current_dir(&browser_dir)
+        .env("BASE_URL", &pos.base)
+        .env("DEVICE_TOKEN", &token)
+        .env("SCREENSHOT_DIR", &shots)
+        .env("CUSTOMER_NAME", "Minji Kim")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let mut lines = BufReader::new(node.stdout.take().unwrap())
+        .lines()
+        .map_while(Result::ok);
+    assert_eq!(
+        lines.next().as_deref(),
+        Some("READY"),
+        "the tablet page never went live"
+    );
+
+    pos.customer_arrives(1); // the third sighting completes the arrival
+    let injected = now_ms();
+    let shown = lines.next().unwrap_or_default();
+    let shown: u128 = shown
+        .strip_prefix("SHOWN ")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_else(|| {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut err);
+            panic!("the alert never appeared: {shown} {err}")
+        });
+    let latency = shown.saturating_sub(injected);
+    assert!(latency < 1000, "the alert took {latency} ms to appear");
+
+    let rest: Vec<String> = lines.collect();
+    let status = node.wait().unwrap();
+    let mut err = String::new();
+    let _ = std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut err);
+    assert!(
+        status.success() && rest.last().map(String::as_str) == Some("DONE"),
+        "{rest:?}\n{err}"
+    );
+    for shot in [
+        "pos-alert.png",
+        "pos-handled.png",
+        "pos-korean.png",
+        "owner.png",
+    ] {
+        assert!(shots.join(shot).exists(), "{shot}");
+    }
+}
