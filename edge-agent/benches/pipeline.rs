@@ -307,7 +307,7 @@ fn daemon_memory(target: &Path) {
     let config = dir.path().join("edge.toml");
     std::fs::write(
         &config,
-        format!("database = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 0.5\n[pos]\nlisten = \"127.0.0.1:0\"\n", db_arg, replay_path.to_str().unwrap()),
+        format!("database = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 0.5\n[pos]\nlisten = \"127.0.0.1:0\"\nannounce = false\n", db_arg, replay_path.to_str().unwrap()),
     )
     .unwrap();
     let (t_run, log) = run(&["run", "--config", config.to_str().unwrap()]);

@@ -32,6 +32,10 @@ pub struct PosConfig {
     pub listen: String,
     /// How long tablets can be away and still resume exactly where they left off, seconds.
     pub retention_secs: u64,
+    /// Announce the POS on the LAN by mDNS/DNS-SD (`_tastesync._tcp`, `_http._tcp`).
+    pub announce: bool,
+    /// The network interface to announce on (e.g. `wlan0`); empty: every interface but loopback.
+    pub announce_interface: String,
 }
 
 impl Default for PosConfig {
@@ -39,6 +43,8 @@ impl Default for PosConfig {
         PosConfig {
             listen: "0.0.0.0:8080".into(),
             retention_secs: 7200,
+            announce: true,
+            announce_interface: String::new(),
         }
     }
 }

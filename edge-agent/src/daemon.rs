@@ -105,11 +105,11 @@ pub async fn run(
         None
     } else {
         let server = pos::serve(
-            &config.pos.listen,
+            &config.pos,
+            &config.shop_id,
             Store::open(&config.database)?,
             hub.clone(),
             health_rx,
-            Duration::from_secs(config.pos.retention_secs),
             shutdown.clone(),
         )
         .await?;

@@ -143,6 +143,8 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         },
         pos: crate::config::PosConfig {
             listen: options.listen.clone(),
+            // The demo serves this machine only: announce it there, not on the LAN.
+            announce_interface: "lo".into(),
             ..crate::config::PosConfig::default()
         },
         ..Config::default()

@@ -80,6 +80,15 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
     },
+    /// Look for TasteSync boxes on the LAN (mDNS) and print their POS addresses.
+    Discover {
+        /// How long to listen, in seconds.
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+        /// The network interface to look on (default: all but loopback).
+        #[arg(long, default_value = "")]
+        interface: String,
+    },
     /// Print a one-time code (valid 10 minutes) to pair a tablet with the box.
     Pair {
         #[command(flatten)]
@@ -223,6 +232,15 @@ fn execute(command: Command) -> anyhow::Result<()> {
             seed,
             listen,
         }))?,
+        Command::Discover { seconds, interface } => {
+            let found = pos::discovery::discover(&interface, Duration::from_secs(seconds))?;
+            if found.is_empty() {
+                println!("no TasteSync box answered within {seconds} s");
+            }
+            for b in found {
+                println!("{}\t{}", b.name, b.urls.join(" "));
+            }
+        }
         Command::Pair { db } => {
             let mut store = open_store(&db)?;
             let code = pos::auth::new_pairing_code();

@@ -31,7 +31,7 @@ impl PosBox {
         let config = shop.write(
             "edge.toml",
             &format!(
-                "database = {:?}\n[scanner]\nsource = \"ble\"\nzone = \"counter\"\n[pos]\nlisten = \"127.0.0.1:0\"\n",
+                "database = {:?}\n[scanner]\nsource = \"ble\"\nzone = \"counter\"\n[pos]\nlisten = \"127.0.0.1:0\"\nannounce = false\n",
                 shop.db()
             ),
         );

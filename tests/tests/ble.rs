@@ -16,7 +16,7 @@ fn config(shop: &Shop, watchdog_secs: u64) -> std::path::PathBuf {
     shop.write(
         "edge.toml",
         &format!(
-            "database = {:?}\n[scanner]\nsource = \"ble\"\nzone = \"door\"\nwatchdog_secs = {watchdog_secs}\n[presence]\nabsence_ms = 60000\n[pos]\nlisten = \"127.0.0.1:0\"\n",
+            "database = {:?}\n[scanner]\nsource = \"ble\"\nzone = \"door\"\nwatchdog_secs = {watchdog_secs}\n[presence]\nabsence_ms = 60000\n[pos]\nlisten = \"127.0.0.1:0\"\nannounce = false\n",
             shop.db()
         ),
     )

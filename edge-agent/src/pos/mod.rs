@@ -7,6 +7,7 @@
 
 mod api;
 pub mod auth;
+pub mod discovery;
 pub mod hub;
 
 use std::net::SocketAddr;
@@ -19,6 +20,7 @@ use tokio::sync::watch;
 
 pub use hub::EventHub;
 
+use crate::config::PosConfig;
 use crate::pipeline::PipelineStats;
 use crate::store::Store;
 use crate::{Millis, now_ms};
@@ -51,16 +53,19 @@ pub struct PosServer {
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
-/// Binds `listen` and serves until `shutdown`. Event-log entries older than `retention`
-/// are pruned every minute; tablets away longer reload their state.
+/// Binds `config.listen`, announces it by mDNS if configured, and serves until `shutdown`.
+/// Event-log entries older than the retention are pruned every minute; tablets away longer
+/// reload their state.
 pub async fn serve(
-    listen: &str,
+    config: &PosConfig,
+    shop_id: &str,
     store: Store,
     hub: EventHub,
     health: watch::Receiver<Health>,
-    retention: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<PosServer> {
+    let listen = config.listen.as_str();
+    let retention = Duration::from_secs(config.retention_secs);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} for the POS (is another program using the port? set pos.listen)"))?;
@@ -90,8 +95,17 @@ pub async fn serve(
             .await;
         }
     });
+    let announcement = if config.announce {
+        let announcement =
+            discovery::announce(shop_id, address.port(), &config.announce_interface)?;
+        tracing::info!(service = discovery::SERVICE_TYPE, "POS announced by mDNS");
+        Some(announcement)
+    } else {
+        None
+    };
     let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
     let task = tokio::spawn(async move {
+        let _announcement = announcement; // withdrawn when the server stops
         axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown.changed().await;
