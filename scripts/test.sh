@@ -11,6 +11,8 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
 fi
 TASTESYNC_BLE_PYTHON="$(bash scripts/install-ble-mock.sh | tail -n 1)"
 bash scripts/install-browser.sh
+TASTESYNC_SCHEMATHESIS="$(bash scripts/install-schemathesis.sh | tail -n 1)"
+export TASTESYNC_SCHEMATHESIS
 export TASTESYNC_BLE_PYTHON
 
 # The end-to-end tests run the binaries, so build them first.

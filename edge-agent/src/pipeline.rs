@@ -28,7 +28,7 @@ pub struct Advertisement {
 }
 
 /// Counters for health and metrics.
-#[derive(Debug, Default, Clone, Copy, Serialize)]
+#[derive(Debug, Default, Clone, Copy, Serialize, utoipa::ToSchema)]
 pub struct PipelineStats {
     pub advertisements: u64,
     pub malformed: u64,

@@ -1,13 +1,14 @@
 //! Routes and handlers of the POS API. Errors are JSON `{"error": "..."}` with a status that
 //! says who must act: 400 bad request, 401 no or unknown token, 403 revoked token,
-//! 404 unknown visit, 409 conflicting retry, 429 too many wrong codes.
+//! 404 unknown visit, 409 conflicting retry, 429 too many wrong codes. The OpenAPI document
+//! (`/api/openapi.json`) is generated from the annotations on these handlers.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
@@ -18,10 +19,15 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
-use super::{PosState, auth};
+use super::{Health, PosState, auth};
 use crate::now_ms;
-use crate::store::{ActionOutcome, Device, DeviceAuth, PosEvent, StaffAction, Store};
+use crate::pipeline::PipelineStats;
+use crate::store::{
+    ActionOutcome, Alert, Device, DeviceAuth, OwnerSummary, PosEvent, StaffAction, Store,
+};
 
 type AppState = Arc<PosState>;
 
@@ -37,9 +43,10 @@ pub fn router(state: AppState) -> Router {
             get(|| async { Html(include_str!("assets/owner.html")) }),
         )
         .route("/assets/{file}", get(asset))
+        .route("/api/health", get(health))
         .route(
-            "/api/health",
-            get(|| async { Json(json!({"status": "ok"})) }),
+            "/api/openapi.json",
+            get(|| async { Json(ApiDoc::openapi()) }),
         )
         .route("/api/pair", post(pair))
         .route("/api/present", get(present))
@@ -53,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/owner/overview", get(owner_overview))
         .route("/api/owner/pairing-codes", post(pairing_code))
         .route("/api/owner/devices/{id}", delete(revoke))
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page or API route") })
         .with_state(state)
 }
 
@@ -113,9 +121,21 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl From<QueryRejection> for ApiError {
+    fn from(rejection: QueryRejection) -> ApiError {
+        ApiError::bad_request(format!("invalid query: {}", rejection.body_text()))
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut response = (self.status, Json(json!({"error": self.message}))).into_response();
+        let mut response = (
+            self.status,
+            Json(ErrorBody {
+                error: self.message,
+            }),
+        )
+            .into_response();
         if let Some(seconds) = self.retry_after_s {
             response.headers_mut().insert(
                 header::RETRY_AFTER,
@@ -213,18 +233,44 @@ fn limited(state: &AppState, addr: SocketAddr) -> Result<(), ApiError> {
         })
 }
 
-#[derive(Deserialize)]
+/// What every error response carries: what was wrong and what to do.
+#[derive(Serialize, ToSchema)]
+struct ErrorBody {
+    error: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Status {
+    status: String,
+}
+
+#[utoipa::path(get, path = "/api/health", responses((status = 200, body = Status)))]
+async fn health() -> Json<Status> {
+    Json(Status {
+        status: "ok".into(),
+    })
+}
+
+#[derive(Deserialize, ToSchema)]
 struct PairRequest {
+    /// The 6-digit code from the owner page or `tastesync-edge pair`.
     code: String,
+    /// A name for the tablet, 1 to 40 characters.
     name: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct PairResponse {
+    /// The tablet's token: send it as `Authorization: Bearer ...`. Shown once.
     token: String,
     device: Device,
 }
 
+#[utoipa::path(post, path = "/api/pair", request_body = PairRequest, responses(
+    (status = 201, body = PairResponse),
+    (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody, description = "wrong or expired code"),
+    (status = 429, body = ErrorBody, description = "too many wrong codes from this address")))]
 async fn pair(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
@@ -270,33 +316,56 @@ async fn pair(
     }
 }
 
+#[derive(Serialize, ToSchema)]
+struct PresentResponse {
+    /// Open the stream with `since` = this to receive everything after this state.
+    last_event_id: i64,
+    present: Vec<Alert>,
+}
+
+#[utoipa::path(get, path = "/api/present", security(("device_token" = [])), responses(
+    (status = 200, body = PresentResponse),
+    (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody)))]
 async fn present(
     State(state): State<AppState>,
     _device: PairedDevice,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<PresentResponse>, ApiError> {
     let (present, (_, last_event_id)) = with_store(&state, |s| {
         Ok((s.present(now_ms())?, s.pos_event_bounds()?))
     })
     .await?;
-    Ok(Json(
-        json!({"last_event_id": last_event_id, "present": present}),
-    ))
+    Ok(Json(PresentResponse {
+        last_event_id,
+        present,
+    }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[allow(dead_code)] // `token` is read by the authentication extractor
 struct StreamQuery {
+    /// Resume after this event id (the `Last-Event-ID` header takes precedence).
     since: Option<i64>,
+    /// The device token, for clients that cannot set headers (EventSource).
+    token: Option<String>,
 }
 
 /// Live events as SSE. Resumes after `Last-Event-ID` (sent by browsers on reconnect) or
 /// `?since=`; without either, starts from now. When the tablet was away longer than the log
 /// keeps, a `reset` event tells it to reload `/api/present`.
+#[utoipa::path(get, path = "/api/stream", params(StreamQuery), security(("device_token" = [])), responses(
+    (status = 200, content_type = "text/event-stream", body = String,
+     description = "events `arrival` (an Alert), `departure`, `ack` and `reset`, each with an id"),
+    (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody)))]
 async fn stream(
     State(state): State<AppState>,
     PairedDevice(device): PairedDevice,
     headers: HeaderMap,
-    Query(query): Query<StreamQuery>,
+    query: Result<Query<StreamQuery>, QueryRejection>,
 ) -> Result<Sse<impl futures::Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let Query(query) = query?;
     let resume = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -411,6 +480,14 @@ fn parse_visit_id(text: &str) -> Result<String, ApiError> {
         .map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "no such visit"))
 }
 
+fn parse_action_id(text: &str) -> Result<String, ApiError> {
+    uuid::Uuid::parse_str(text)
+        .map(|u| u.to_string())
+        .map_err(|_| {
+            ApiError::bad_request("action_id must be a UUID the tablet generates once per action")
+        })
+}
+
 fn outcome(outcome: ActionOutcome) -> Result<StatusCode, ApiError> {
     match outcome {
         ActionOutcome::Recorded => Ok(StatusCode::CREATED),
@@ -423,15 +500,28 @@ fn outcome(outcome: ActionOutcome) -> Result<StatusCode, ApiError> {
     }
 }
 
+#[derive(Serialize, ToSchema)]
+struct AckResponse {
+    /// The tablet that handled the alert first.
+    acknowledged_by: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/visits/{visit_id}/ack", params(("visit_id" = String, Path)),
+    security(("device_token" = [])), responses(
+    (status = 201, body = AckResponse, description = "this tablet handled it first"),
+    (status = 200, body = AckResponse, description = "already handled"),
+    (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
 async fn acknowledge(
     State(state): State<AppState>,
     PairedDevice(device): PairedDevice,
     Path(visit_id): Path<String>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<AckResponse>), ApiError> {
     let visit_id = parse_visit_id(&visit_id)?;
     let hub = state.hub.clone();
     let name = device.name.clone();
-    let result = with_store(&state, move |s| {
+    let (result, acknowledged_by) = with_store(&state, move |s| {
         let now = now_ms();
         let result = s.acknowledge(&visit_id, device.id, now)?;
         if result == ActionOutcome::Recorded {
@@ -442,22 +532,37 @@ async fn acknowledge(
         Ok((result, by))
     })
     .await?;
-    let status = outcome(result.0)?;
-    Ok((status, Json(json!({"acknowledged_by": result.1}))))
+    Ok((outcome(result)?, Json(AckResponse { acknowledged_by })))
 }
 
-#[derive(Deserialize)]
+#[derive(Serialize, ToSchema)]
+struct Recorded {
+    recorded: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
 struct OrderRequest {
+    /// A UUID the tablet makes once per action; retries reuse it.
     action_id: String,
+    /// 1 to 20 items, each 1 to 60 characters.
     items: Vec<String>,
 }
 
+#[utoipa::path(post, path = "/api/visits/{visit_id}/orders", params(("visit_id" = String, Path)),
+    request_body = OrderRequest, security(("device_token" = [])), responses(
+    (status = 201, body = Recorded),
+    (status = 200, body = Recorded, description = "a retry of a recorded action"),
+    (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
 async fn order(
     State(state): State<AppState>,
     PairedDevice(device): PairedDevice,
     Path(visit_id): Path<String>,
     body: Result<Json<OrderRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Recorded>), ApiError> {
     let visit_id = parse_visit_id(&visit_id)?;
     let Json(request) = body?;
     let action_id = parse_action_id(&request.action_id)?;
@@ -471,32 +576,39 @@ async fn order(
         ));
     }
     let result = with_store(&state, move |s| {
-        s.record_action(
-            &action_id,
-            &visit_id,
-            device.id,
-            StaffAction::Order { items: &items },
-            now_ms(),
-        )
+        let action = StaffAction::Order { items: &items };
+        s.record_action(&action_id, &visit_id, device.id, action, now_ms())
     })
     .await?;
-    Ok((outcome(result)?, Json(json!({"recorded": true}))))
+    Ok((outcome(result)?, Json(Recorded { recorded: true })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct FeedbackRequest {
+    /// A UUID the tablet makes once per action; retries reuse it.
     action_id: String,
+    /// Satisfaction, 1 to 5.
     score: i64,
+    /// Private to the owner, at most 500 characters.
     #[serde(default)]
     comment: String,
 }
 
+#[utoipa::path(post, path = "/api/visits/{visit_id}/feedback", params(("visit_id" = String, Path)),
+    request_body = FeedbackRequest, security(("device_token" = [])), responses(
+    (status = 201, body = Recorded),
+    (status = 200, body = Recorded, description = "a retry of a recorded action"),
+    (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody),
+    (status = 403, body = ErrorBody),
+    (status = 404, body = ErrorBody),
+    (status = 409, body = ErrorBody)))]
 async fn feedback(
     State(state): State<AppState>,
     PairedDevice(device): PairedDevice,
     Path(visit_id): Path<String>,
     body: Result<Json<FeedbackRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<Recorded>), ApiError> {
     let visit_id = parse_visit_id(&visit_id)?;
     let Json(request) = body?;
     let action_id = parse_action_id(&request.action_id)?;
@@ -511,43 +623,47 @@ async fn feedback(
         ));
     }
     let result = with_store(&state, move |s| {
-        s.record_action(
-            &action_id,
-            &visit_id,
-            device.id,
-            StaffAction::Feedback {
-                score,
-                comment: &comment,
-            },
-            now_ms(),
-        )
+        let action = StaffAction::Feedback {
+            score,
+            comment: &comment,
+        };
+        s.record_action(&action_id, &visit_id, device.id, action, now_ms())
     })
     .await?;
-    Ok((outcome(result)?, Json(json!({"recorded": true}))))
+    Ok((outcome(result)?, Json(Recorded { recorded: true })))
 }
 
-fn parse_action_id(text: &str) -> Result<String, ApiError> {
-    uuid::Uuid::parse_str(text)
-        .map(|u| u.to_string())
-        .map_err(|_| {
-            ApiError::bad_request("action_id must be a UUID the tablet generates once per action")
-        })
+#[derive(Serialize, ToSchema)]
+struct OwnerStatus {
+    pin_set: bool,
 }
 
-async fn owner_status(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+#[utoipa::path(get, path = "/api/owner/status", responses((status = 200, body = OwnerStatus)))]
+async fn owner_status(State(state): State<AppState>) -> Result<Json<OwnerStatus>, ApiError> {
     let pin_set = with_store(&state, |s| Ok(s.owner_pin()?.is_some())).await?;
-    Ok(Json(json!({"pin_set": pin_set})))
+    Ok(Json(OwnerStatus { pin_set }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 struct PinRequest {
+    /// The owner's PIN or passphrase, 6 to 128 characters.
     pin: String,
 }
 
+#[derive(Serialize, ToSchema)]
+struct TokenResponse {
+    /// An owner session, valid 12 hours: `Authorization: Bearer ...`.
+    token: String,
+}
+
+#[utoipa::path(post, path = "/api/owner/setup", request_body = PinRequest, responses(
+    (status = 201, body = TokenResponse, description = "PIN set"),
+    (status = 400, body = ErrorBody),
+    (status = 409, body = ErrorBody, description = "a PIN is already set")))]
 async fn owner_setup(
     State(state): State<AppState>,
     body: Result<Json<PinRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<TokenResponse>), ApiError> {
     let Json(request) = body?;
     if request.pin.chars().count() < auth::MIN_PIN_LEN || request.pin.len() > 128 {
         return Err(ApiError::bad_request(format!(
@@ -566,28 +682,32 @@ async fn owner_setup(
             "the owner's PIN is already set; log in",
         ));
     }
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({"token": state.owner.open(now_ms())})),
-    ))
+    let token = state.owner.open(now_ms());
+    Ok((StatusCode::CREATED, Json(TokenResponse { token })))
 }
 
+#[utoipa::path(post, path = "/api/owner/login", request_body = PinRequest, responses(
+    (status = 200, body = TokenResponse),
+    (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody),
+    (status = 409, body = ErrorBody, description = "no PIN set yet"),
+    (status = 429, body = ErrorBody)))]
 async fn owner_login(
     State(state): State<AppState>,
     ConnectInfo(addr): ConnectInfo<SocketAddr>,
     body: Result<Json<PinRequest>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<TokenResponse>, ApiError> {
     limited(&state, addr)?;
     let Json(request) = body?;
     let ok = with_store(&state, move |s| {
-        Ok(match s.owner_pin()? {
-            Some((salt, hash)) => Some(auth::verify_pin(&request.pin, &salt, &hash)),
-            None => None,
-        })
+        Ok(s.owner_pin()?
+            .map(|(salt, hash)| auth::verify_pin(&request.pin, &salt, &hash)))
     })
     .await?;
     match ok {
-        Some(true) => Ok(Json(json!({"token": state.owner.open(now_ms())}))),
+        Some(true) => Ok(Json(TokenResponse {
+            token: state.owner.open(now_ms()),
+        })),
         Some(false) => {
             state.limiter.failed(addr.ip(), now_ms());
             Err(ApiError::new(StatusCode::UNAUTHORIZED, "wrong PIN"))
@@ -599,7 +719,7 @@ async fn owner_login(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 struct OverviewQuery {
     /// Start of the owner's day (local midnight), Unix ms.
     since_ms: Option<u64>,
@@ -607,13 +727,29 @@ struct OverviewQuery {
     tz_offset_min: Option<i64>,
 }
 
+#[derive(Serialize, ToSchema)]
+struct Overview {
+    summary: OwnerSummary,
+    present: Vec<Alert>,
+    devices: Vec<Device>,
+    health: Health,
+    /// Tablets with a live stream open now.
+    connected_tablets: usize,
+}
+
+#[utoipa::path(get, path = "/api/owner/overview", params(OverviewQuery), security(("owner_session" = [])),
+    responses(
+    (status = 200, body = Overview),
+    (status = 400, body = ErrorBody),
+    (status = 401, body = ErrorBody)))]
 async fn owner_overview(
     State(state): State<AppState>,
     _owner: Owner,
-    Query(query): Query<OverviewQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    query: Result<Query<OverviewQuery>, QueryRejection>,
+) -> Result<Json<Overview>, ApiError> {
+    let Query(query) = query?;
     let now = now_ms();
-    let since = query.since_ms.unwrap_or(now - now % 86_400_000);
+    let since = query.since_ms.unwrap_or(now - now % 86_400_000).min(now);
     let offset = query.tz_offset_min.unwrap_or(0).clamp(-14 * 60, 14 * 60);
     let (summary, devices, present) = with_store(&state, move |s| {
         Ok((
@@ -624,41 +760,91 @@ async fn owner_overview(
     })
     .await?;
     let health = state.health.borrow().clone();
-    Ok(Json(json!({
-        "summary": summary,
-        "present": present,
-        "devices": devices,
-        "health": health,
-        "connected_tablets": state.hub.subscribers(),
-    })))
+    Ok(Json(Overview {
+        summary,
+        present,
+        devices,
+        health,
+        connected_tablets: state.hub.subscribers(),
+    }))
 }
 
+#[derive(Serialize, ToSchema)]
+struct PairingCode {
+    /// 6 digits, single use.
+    code: String,
+    expires_at_ms: u64,
+}
+
+#[utoipa::path(post, path = "/api/owner/pairing-codes", security(("owner_session" = [])),
+    responses((status = 201, body = PairingCode), (status = 401, body = ErrorBody)))]
 async fn pairing_code(
     State(state): State<AppState>,
     _owner: Owner,
-) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+) -> Result<(StatusCode, Json<PairingCode>), ApiError> {
     let code = auth::new_pairing_code();
     let hash = auth::hash(&code);
-    let expires = now_ms() + auth::PAIRING_CODE_TTL_MS;
-    with_store(&state, move |s| s.add_pairing_code(&hash, expires)).await?;
+    let expires_at_ms = now_ms() + auth::PAIRING_CODE_TTL_MS;
+    with_store(&state, move |s| s.add_pairing_code(&hash, expires_at_ms)).await?;
     Ok((
         StatusCode::CREATED,
-        Json(json!({"code": code, "expires_at_ms": expires})),
+        Json(PairingCode {
+            code,
+            expires_at_ms,
+        }),
     ))
 }
 
+#[utoipa::path(delete, path = "/api/owner/devices/{id}", params(("id" = String, Path)),
+    security(("owner_session" = [])), responses(
+    (status = 204, description = "unpaired"),
+    (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody)))]
 async fn revoke(
     State(state): State<AppState>,
     _owner: Owner,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    let not_found = || ApiError::new(StatusCode::NOT_FOUND, "no such paired tablet");
+    let id: i64 = id.parse().map_err(|_| not_found())?;
     if with_store(&state, move |s| s.revoke_device(id, now_ms())).await? {
         tracing::info!(device = id, "tablet unpaired");
         Ok(StatusCode::NO_CONTENT)
     } else {
-        Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            "no such paired tablet",
-        ))
+        Err(not_found())
+    }
+}
+
+/// The OpenAPI document of this API, served at `/api/openapi.json`.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "TasteSync Edge POS API",
+        description = "The box's API for paired tablets and the owner's page, on the shop's LAN."
+    ),
+    paths(
+        health, pair, present, stream, acknowledge, order, feedback, owner_status, owner_setup,
+        owner_login, owner_overview, pairing_code, revoke
+    ),
+    components(schemas(Alert, Device, OwnerSummary, Health, PipelineStats)),
+    modifiers(&BearerSchemes)
+)]
+pub struct ApiDoc;
+
+struct BearerSchemes;
+
+impl Modify for BearerSchemes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, what) in [
+            ("device_token", "a paired tablet's token"),
+            ("owner_session", "the owner's session token"),
+        ] {
+            let scheme = HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(what))
+                .build();
+            components.add_security_scheme(name, SecurityScheme::Http(scheme));
+        }
     }
 }

@@ -26,7 +26,7 @@ use crate::store::Store;
 use crate::{Millis, now_ms};
 
 /// What the owner's page shows about the box itself.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, utoipa::ToSchema)]
 pub struct Health {
     /// `ble`, `replay` or `simulated`.
     pub scanner: String,

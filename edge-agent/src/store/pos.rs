@@ -19,7 +19,7 @@ pub struct PosEvent {
 }
 
 /// What a tablet shows when a customer arrives.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Alert {
     pub visit_id: String,
     pub customer_ref: String,
@@ -45,7 +45,7 @@ pub struct Alert {
 pub type Present = Alert;
 
 /// A paired tablet.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Device {
     pub id: i64,
     pub name: String,
@@ -80,7 +80,7 @@ pub enum ActionOutcome {
 }
 
 /// The owner's page figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct OwnerSummary {
     pub present: usize,
     pub visits_today: u64,
