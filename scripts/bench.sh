@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks in BENCHMARKS.md: pipeline throughput (against beacontools on the same
-# frames), EID table rebuild, and the daemon's memory with 100,000 customers.
+# frames), EID table rebuild, the daemon's memory with 100,000 customers, alert latency to
+# 50 tablets under background traffic, and memory per connected tablet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,3 +12,4 @@ if ! "$venv/bin/python" -c 'import beacontools' 2>/dev/null; then
 fi
 cargo build --release --bins
 BEACONTOOLS_PYTHON="$venv/bin/python" cargo bench -p tastesync-edge --bench pipeline
+cargo bench -p tastesync-edge --bench pos

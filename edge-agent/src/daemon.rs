@@ -32,6 +32,9 @@ pub enum Source {
         zone: String,
     },
     Simulated(Simulation),
+    /// Advertisements sent by another part of the program (benchmarks, future remote
+    /// scanners); timestamps are the senders'.
+    Channel(mpsc::Receiver<Advertisement>),
 }
 
 impl Source {
@@ -56,6 +59,7 @@ impl Source {
             Source::Ble(_) => "ble",
             Source::Replay { .. } => "replay",
             Source::Simulated(_) => "simulated",
+            Source::Channel(_) => "channel",
         }
     }
 }
@@ -215,6 +219,18 @@ async fn run_source(
                 "replay finished"
             );
             Ok(())
+        }
+        Source::Channel(mut rx) => {
+            let mut shutdown = shutdown;
+            loop {
+                tokio::select! {
+                    ad = rx.recv() => match ad {
+                        Some(ad) => if tx.send(ad).await.is_err() { return Ok(()) },
+                        None => return Ok(()),
+                    },
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
         }
         Source::Simulated(mut sim) => {
             let mut shutdown = shutdown;
