@@ -565,7 +565,6 @@ async fn order(
 ) -> Result<(StatusCode, Json<Recorded>), ApiError> {
     let visit_id = parse_visit_id(&visit_id)?;
     let Json(request) = body?;
-    let action_id = parse_action_id(&request.action_id)?;
     let items: Vec<String> = request.items.iter().map(|i| i.trim().to_string()).collect();
     if items.is_empty() || items.len() > 20 {
         return Err(ApiError::bad_request("items must list 1 to 20 items"));
@@ -575,9 +574,21 @@ async fn order(
             "each item must be 1 to 60 characters",
         ));
     }
-    let result = with_store(&state, move |s| {
-        let action = StaffAction::Order { items: &items };
-        s.record_action(&action_id, &visit_id, device.id, action, now_ms())
+    let action = StaffAction::Order { items };
+    record_staff_action(&state, device.id, visit_id, &request.action_id, action).await
+}
+
+/// Records a validated staff action once per `action_id`: 201 the first time, 200 for a retry.
+async fn record_staff_action(
+    state: &AppState,
+    device: i64,
+    visit_id: String,
+    action_id: &str,
+    action: StaffAction,
+) -> Result<(StatusCode, Json<Recorded>), ApiError> {
+    let action_id = parse_action_id(action_id)?;
+    let result = with_store(state, move |s| {
+        s.record_action(&action_id, &visit_id, device, &action, now_ms())
     })
     .await?;
     Ok((outcome(result)?, Json(Recorded { recorded: true })))
@@ -611,7 +622,6 @@ async fn feedback(
 ) -> Result<(StatusCode, Json<Recorded>), ApiError> {
     let visit_id = parse_visit_id(&visit_id)?;
     let Json(request) = body?;
-    let action_id = parse_action_id(&request.action_id)?;
     let score = u8::try_from(request.score)
         .ok()
         .filter(|s| (1..=5).contains(s))
@@ -622,15 +632,8 @@ async fn feedback(
             "comment must be at most 500 characters",
         ));
     }
-    let result = with_store(&state, move |s| {
-        let action = StaffAction::Feedback {
-            score,
-            comment: &comment,
-        };
-        s.record_action(&action_id, &visit_id, device.id, action, now_ms())
-    })
-    .await?;
-    Ok((outcome(result)?, Json(Recorded { recorded: true })))
+    let action = StaffAction::Feedback { score, comment };
+    record_staff_action(&state, device.id, visit_id, &request.action_id, action).await
 }
 
 #[derive(Serialize, ToSchema)]

@@ -63,9 +63,9 @@ pub enum DeviceAuth {
 
 /// A staff action, recorded once however often a tablet retries it.
 #[derive(Debug, Clone, PartialEq)]
-pub enum StaffAction<'a> {
-    Order { items: &'a [String] },
-    Feedback { score: u8, comment: &'a str },
+pub enum StaffAction {
+    Order { items: Vec<String> },
+    Feedback { score: u8, comment: String },
 }
 
 /// The result of recording a staff action.
@@ -265,18 +265,18 @@ impl Store {
         action_id: &str,
         visit_id: &str,
         device: i64,
-        action: StaffAction<'_>,
+        action: &StaffAction,
         at: Millis,
     ) -> anyhow::Result<ActionOutcome> {
         let tx = self.conn.transaction()?;
         let exists = |sql: &str| -> rusqlite::Result<Option<String>> {
             tx.query_row(sql, [action_id], |r| r.get(0)).optional()
         };
-        let fingerprint = match &action {
+        let fingerprint = match action {
             StaffAction::Order { items } => serde_json::to_string(items)?,
             StaffAction::Feedback { score, comment } => format!("{score}:{comment}"),
         };
-        let previous = match &action {
+        let previous = match action {
             StaffAction::Order { .. } => {
                 exists("SELECT visit_id || ' ' || items FROM orders WHERE action_id = ?1")?
             }
