@@ -239,6 +239,18 @@ mod tests {
         assert_eq!(config.scanner.zone, "terrace");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_config_text_never_panics(text in "\\PC{0,200}") {
+            let _ = Config::parse(&text, env(&[]), "fuzz.toml");
+        }
+
+        #[test]
+        fn arbitrary_env_overrides_never_panic(key in "[A-Z_]{1,30}", value in "\\PC{0,20}") {
+            let _ = Config::parse("", env(&[(&format!("TASTESYNC__{key}"), &value)]), "fuzz.toml");
+        }
+    }
+
     #[test]
     fn mistakes_are_explained() {
         let cases = [

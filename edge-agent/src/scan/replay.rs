@@ -160,4 +160,18 @@ mod tests {
             assert!(err.contains(why), "{bad}: {err}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_lines_never_panic(text in "\\PC{0,120}") {
+            let _ = ReplayLine::parse(&text, &Arc::from("main"));
+        }
+
+        #[test]
+        fn json_shaped_lines_never_panic(t in proptest::num::i64::ANY, rssi in proptest::num::i32::ANY,
+                                        address in "[0-9a-fA-F:]{0,20}", data in "[0-9a-fA-Fx]{0,80}") {
+            let line = format!(r#"{{"t_ms":{t},"address":"{address}","rssi":{rssi},"data":"{data}"}}"#);
+            let _ = ReplayLine::parse(&line, &Arc::from("main"));
+        }
+    }
 }
