@@ -104,6 +104,13 @@ enum Command {
         /// The CSV file.
         file: PathBuf,
     },
+    /// List the events waiting in the outbox for the cloud, oldest first (JSON lines).
+    Outbox {
+        #[command(flatten)]
+        db: DbArgs,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// List recent visits.
     Visits {
         #[command(flatten)]
@@ -289,6 +296,12 @@ fn execute(command: Command) -> anyhow::Result<()> {
             let mut store = open_store(&db)?;
             let report = store.import_eid_keys(&file)?;
             println!("imported {} EID temporary keys", report.rows);
+        }
+        Command::Outbox { db, limit } => {
+            let store = open_store(&db)?;
+            for row in store.outbox(0, limit)? {
+                println!("{}", serde_json::to_string(&row)?);
+            }
         }
         Command::Visits { db, limit, json } => {
             let store = open_store(&db)?;

@@ -124,10 +124,26 @@ impl Shop {
 
     /// The visits the box lists, as JSON objects.
     pub fn visits(&self) -> Vec<serde_json::Value> {
-        self.edge_ok(&["visits", "--json", "--db", &self.db()])
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("visit JSON"))
-            .collect()
+        self.visits_limited(50)
+    }
+
+    /// Every visit in the store.
+    pub fn visits_all(&self) -> Vec<serde_json::Value> {
+        self.visits_limited(1_000_000)
+    }
+
+    fn visits_limited(&self, limit: usize) -> Vec<serde_json::Value> {
+        self.edge_ok(&[
+            "visits",
+            "--json",
+            "--limit",
+            &limit.to_string(),
+            "--db",
+            &self.db(),
+        ])
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("visit JSON"))
+        .collect()
     }
 }
 

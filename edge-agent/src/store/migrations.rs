@@ -114,6 +114,14 @@ const MIGRATIONS: &[&str] = &[
         comment TEXT NOT NULL,
         at_ms INTEGER NOT NULL
     );",
+    // 3: the outbox of domain events for the cloud, in the same transactions as their effects.
+    "CREATE TABLE outbox (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        event_id TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL,
+        at_ms INTEGER NOT NULL,
+        body TEXT NOT NULL
+    );",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

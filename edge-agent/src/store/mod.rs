@@ -5,6 +5,7 @@
 
 mod import;
 mod migrations;
+mod outbox;
 mod pos;
 
 use std::path::Path;
@@ -19,6 +20,7 @@ use crate::events::{CustomerArrived, CustomerLeft};
 use crate::resolve::{CustomerId, EidTag, IndexSnapshot};
 
 pub use import::{ImportError, ImportReport, RowError};
+pub use outbox::OutboxRow;
 pub use pos::{
     ActionOutcome, Alert, Device, DeviceAuth, OwnerSummary, PosEvent, Present, StaffAction,
 };
@@ -169,41 +171,87 @@ impl Store {
         Ok(removed > 0)
     }
 
-    /// Records the start of a visit.
+    /// Records the start of a visit and its `customer_arrived` event, in one transaction.
     pub fn record_arrival(&mut self, arrived: &CustomerArrived) -> anyhow::Result<()> {
-        self.conn.execute(
+        let tx = self.conn.transaction()?;
+        let visit_id = arrived.visit_id.to_string();
+        let inserted = tx.execute(
             "INSERT INTO visits (visit_id, customer_id, zone, arrived_at_ms)
              VALUES (?1, ?2, ?3, ?4) ON CONFLICT (visit_id) DO NOTHING",
             params![
-                arrived.visit_id.to_string(),
+                visit_id,
                 arrived.customer.0,
                 arrived.zone,
                 arrived.arrived_at_ms
             ],
         )?;
+        if inserted == 1 {
+            let body = serde_json::json!({
+                "visit_id": visit_id,
+                "customer_ref": outbox::customer_ref_of_visit(&tx, &visit_id)?,
+                "zone": arrived.zone,
+                "arrived_at_ms": arrived.arrived_at_ms,
+            });
+            outbox::append(&tx, "customer_arrived", arrived.arrived_at_ms, &body)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
-    /// Records the end of a visit.
+    /// Records the end of a visit and its `customer_left` event, in one transaction.
     pub fn record_departure(&mut self, left: &CustomerLeft) -> anyhow::Result<()> {
-        self.conn.execute(
-            "UPDATE visits SET left_at_ms = ?2, dwell_s = ?3, zone = ?4 WHERE visit_id = ?1",
-            params![
-                left.visit_id.to_string(),
-                left.left_at_ms,
-                left.dwell_s,
-                left.zone
-            ],
+        let tx = self.conn.transaction()?;
+        let visit_id = left.visit_id.to_string();
+        let updated = tx.execute(
+            "UPDATE visits SET left_at_ms = ?2, dwell_s = ?3, zone = ?4
+             WHERE visit_id = ?1 AND left_at_ms IS NULL",
+            params![visit_id, left.left_at_ms, left.dwell_s, left.zone],
         )?;
+        if updated == 1 {
+            let body = serde_json::json!({
+                "visit_id": visit_id,
+                "customer_ref": outbox::customer_ref_of_visit(&tx, &visit_id)?,
+                "zone": left.zone,
+                "arrived_at_ms": left.arrived_at_ms,
+                "left_at_ms": left.left_at_ms,
+                "dwell_s": left.dwell_s,
+            });
+            outbox::append(&tx, "customer_left", left.left_at_ms, &body)?;
+        }
+        tx.commit()?;
         Ok(())
     }
 
-    /// Closes visits a crash or power cut left open; their dwell is unknown. Returns how many.
+    /// Closes visits a crash or power cut left open (their dwell is unknown), each with a
+    /// `customer_left` event marked `interrupted`. Returns how many.
     pub fn close_interrupted_visits(&mut self) -> anyhow::Result<usize> {
-        Ok(self.conn.execute(
-            "UPDATE visits SET left_at_ms = arrived_at_ms, dwell_s = NULL WHERE left_at_ms IS NULL",
-            [],
-        )?)
+        let tx = self.conn.transaction()?;
+        let open: Vec<(String, String, String, Millis)> = {
+            let mut stmt = tx.prepare(
+                "SELECT v.visit_id, c.customer_ref, v.zone, v.arrived_at_ms
+                 FROM visits v JOIN customers c ON c.id = v.customer_id WHERE v.left_at_ms IS NULL",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (visit_id, customer_ref, zone, arrived_at_ms) in &open {
+            tx.execute(
+                "UPDATE visits SET left_at_ms = arrived_at_ms, dwell_s = NULL WHERE visit_id = ?1",
+                [visit_id],
+            )?;
+            let body = serde_json::json!({
+                "visit_id": visit_id,
+                "customer_ref": customer_ref,
+                "zone": zone,
+                "arrived_at_ms": arrived_at_ms,
+                "left_at_ms": arrived_at_ms,
+                "dwell_s": null,
+                "interrupted": true,
+            });
+            outbox::append(&tx, "customer_left", *arrived_at_ms, &body)?;
+        }
+        tx.commit()?;
+        Ok(open.len())
     }
 
     /// How many visits this customer has made, this one included.

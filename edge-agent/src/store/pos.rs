@@ -235,11 +235,22 @@ impl Store {
         if !self.visit_exists(visit_id)? {
             return Ok(ActionOutcome::UnknownVisit);
         }
-        let inserted = self.conn.execute(
+        let tx = self.conn.transaction()?;
+        let inserted = tx.execute(
             "INSERT INTO alert_acks (visit_id, device_id, at_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (visit_id) DO NOTHING",
             params![visit_id, device, at],
         )?;
+        if inserted == 1 {
+            let body = serde_json::json!({
+                "visit_id": visit_id,
+                "customer_ref": super::outbox::customer_ref_of_visit(&tx, visit_id)?,
+                "device_id": device,
+                "at_ms": at,
+            });
+            super::outbox::append(&tx, "alert_acknowledged", at, &body)?;
+        }
+        tx.commit()?;
         Ok(if inserted == 1 {
             ActionOutcome::Recorded
         } else {
@@ -322,6 +333,20 @@ impl Store {
                 )?;
             }
         }
+        let customer_ref = super::outbox::customer_ref_of_visit(&tx, visit_id)?;
+        let (kind, body) = match action {
+            StaffAction::Order { items } => (
+                "order_recorded",
+                serde_json::json!({"action_id": action_id, "visit_id": visit_id,
+                    "customer_ref": customer_ref, "device_id": device, "items": items}),
+            ),
+            StaffAction::Feedback { score, comment } => (
+                "feedback_recorded",
+                serde_json::json!({"action_id": action_id, "visit_id": visit_id,
+                    "customer_ref": customer_ref, "device_id": device, "score": score, "comment": comment}),
+            ),
+        };
+        super::outbox::append(&tx, kind, at, &body)?;
         tx.commit()?;
         Ok(ActionOutcome::Recorded)
     }

@@ -2,6 +2,7 @@ use std::io::Write;
 
 use super::*;
 use crate::events::{CustomerArrived, CustomerLeft};
+use crate::store::{ActionOutcome, StaffAction};
 use uuid::Uuid;
 
 const MINJI_TAG: &str = "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:14";
@@ -212,5 +213,81 @@ fn reopening_keeps_data_and_refuses_a_newer_schema() {
     assert!(
         format!("{err:#}").contains("newer than this program knows"),
         "{err:#}"
+    );
+}
+
+#[test]
+fn every_local_effect_writes_its_event_in_the_same_transaction_with_gap_free_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = store(&dir);
+    store
+        .import_customers(&csv(&dir, "c.csv", "customer_ref,display_name\nC1,Minji\n"))
+        .unwrap();
+    let id = store.customers().unwrap()[0].id;
+    let visit_id = Uuid::now_v7();
+    let arrived = CustomerArrived {
+        visit_id,
+        customer: id,
+        zone: "door".into(),
+        arrived_at_ms: 1000,
+    };
+    store.record_arrival(&arrived).unwrap();
+    store.record_arrival(&arrived).unwrap(); // a replay of the same event: no second row
+    let visit = visit_id.to_string();
+    assert_eq!(
+        store.acknowledge(&visit, 7, 1500).unwrap(),
+        ActionOutcome::Recorded
+    );
+    assert_eq!(
+        store.acknowledge(&visit, 8, 1600).unwrap(),
+        ActionOutcome::Duplicate
+    );
+    let order = StaffAction::Order {
+        items: vec!["oat latte".into()],
+    };
+    store.record_action("a1", &visit, 7, &order, 2000).unwrap();
+    store.record_action("a1", &visit, 7, &order, 2000).unwrap();
+    // An action on an unknown visit changes nothing and writes no event.
+    assert_eq!(
+        store.record_action("a2", "nope", 7, &order, 2000).unwrap(),
+        ActionOutcome::UnknownVisit
+    );
+    // The box stops with the visit open: the next start closes it, with an event.
+    assert_eq!(store.close_interrupted_visits().unwrap(), 1);
+    let left = CustomerLeft {
+        visit_id,
+        customer: id,
+        zone: "door".into(),
+        arrived_at_ms: 1000,
+        left_at_ms: 9000,
+        dwell_s: 8,
+    };
+    store.record_departure(&left).unwrap(); // already closed: no second departure
+
+    let events = store.outbox(0, 100).unwrap();
+    let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        [
+            "customer_arrived",
+            "alert_acknowledged",
+            "order_recorded",
+            "customer_left"
+        ]
+    );
+    let seqs: Vec<i64> = events.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4]);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.body["customer_ref"] == "C1" && e.body["visit_id"] == visit.as_str())
+    );
+    assert_eq!(events[3].body["interrupted"], true);
+    let ids: std::collections::HashSet<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+    assert_eq!(ids.len(), 4);
+    assert!(
+        events
+            .iter()
+            .all(|e| Uuid::parse_str(&e.event_id).unwrap().get_version_num() == 7)
     );
 }

@@ -1,0 +1,73 @@
+//! The outbox: every domain event the box produces (arrivals, departures, acknowledgements,
+//! orders, feedback) is written here in the same transaction as its local effect, with an
+//! `event_id` (UUIDv7) and a per-shop gap-free `seq` (an AUTOINCREMENT key: a rolled-back
+//! transaction takes its number back with it, and numbers are never reused). Commits are
+//! durable (`synchronous=FULL`). Rows leave only when the cloud acknowledges them (the
+//! uplink, a later step of the sync issue).
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::Store;
+use crate::Millis;
+
+/// One pending event.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutboxRow {
+    pub seq: i64,
+    pub event_id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub at_ms: Millis,
+    /// The event's JSON.
+    pub body: serde_json::Value,
+}
+
+/// Appends an event inside the caller's transaction; returns its seq.
+pub(super) fn append(
+    conn: &Connection,
+    kind: &str,
+    at_ms: Millis,
+    body: &serde_json::Value,
+) -> anyhow::Result<i64> {
+    let event_id = Uuid::new_v7(uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        at_ms / 1000,
+        ((at_ms % 1000) * 1_000_000) as u32,
+    ));
+    conn.execute(
+        "INSERT INTO outbox (event_id, kind, at_ms, body) VALUES (?1, ?2, ?3, ?4)",
+        params![event_id.to_string(), kind, at_ms, body.to_string()],
+    )?;
+    Ok(conn.last_insert_rowid())
+}
+
+/// The customer reference (HQ's id) of a visit, for event bodies.
+pub(super) fn customer_ref_of_visit(conn: &Connection, visit_id: &str) -> anyhow::Result<String> {
+    Ok(conn.query_row(
+        "SELECT c.customer_ref FROM visits v JOIN customers c ON c.id = v.customer_id WHERE v.visit_id = ?1",
+        [visit_id],
+        |r| r.get(0),
+    )?)
+}
+
+impl Store {
+    /// Pending events after `after_seq`, oldest first.
+    pub fn outbox(&self, after_seq: i64, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, event_id, kind, at_ms, body FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after_seq, limit as i64], |r| {
+            let body: String = r.get(4)?;
+            Ok(OutboxRow {
+                seq: r.get(0)?,
+                event_id: r.get(1)?,
+                kind: r.get(2)?,
+                at_ms: r.get(3)?,
+                body: serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
