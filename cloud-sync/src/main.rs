@@ -1,6 +1,9 @@
-//! `tastesync-cloud`: the cloud side. For now it does the one cloud job the box already
-//! relies on: deriving EID temporary keys from a customer's identity key, so that identity
-//! keys never leave the cloud (the MQTT sync service comes with the sync issue).
+//! `tastesync-cloud`: the cloud side. `serve` ingests the shops' events from MQTT into
+//! PostgreSQL and acknowledges them; `eid-keys` derives EID temporary keys from a customer's
+//! identity key, so that identity keys never leave the cloud.
+
+mod db;
+mod ingest;
 
 use std::process::ExitCode;
 
@@ -17,6 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Ingest shops' events from the MQTT broker into PostgreSQL (runs until stopped).
+    Serve {
+        /// TOML: database_url, broker, username, password, group, client_id.
+        #[arg(long, short)]
+        config: Option<std::path::PathBuf>,
+    },
     /// Print, as the CSV `tastesync-edge eid-keys` imports, the temporary keys a shop needs to
     /// recognise one customer's EID tag for the coming days.
     EidKeys {
@@ -38,7 +47,29 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    match run(Cli::parse().command) {
+    let cli = Cli::parse();
+    if let Command::Serve { config } = &cli.command {
+        tracing_subscriber::fmt()
+            .with_writer(std::io::stderr)
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+            )
+            .init();
+        let result = load(config.as_deref()).and_then(|config| {
+            tokio::runtime::Runtime::new()
+                .map_err(anyhow::Error::from)?
+                .block_on(ingest::serve(config))
+        });
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("error: {message}");
@@ -47,8 +78,19 @@ fn main() -> ExitCode {
     }
 }
 
+fn load(path: Option<&std::path::Path>) -> anyhow::Result<ingest::Config> {
+    let Some(path) = path else {
+        return Ok(ingest::Config::default());
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+    toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("invalid configuration in {}: {e}", path.display()))
+}
+
 fn run(command: Command) -> Result<(), String> {
     match command {
+        Command::Serve { .. } => unreachable!("handled in main"),
         Command::EidKeys {
             customer_ref,
             identity_key,

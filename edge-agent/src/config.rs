@@ -22,6 +22,7 @@ pub struct Config {
     pub presence: PresenceConfig,
     pub eid: EidConfig,
     pub pos: PosConfig,
+    pub uplink: crate::uplink::UplinkConfig,
 }
 
 /// The POS server for tablets and the owner's page (section `[pos]`).
@@ -94,6 +95,7 @@ impl Default for Config {
             presence: PresenceConfig::default(),
             eid: EidConfig::default(),
             pos: PosConfig::default(),
+            uplink: crate::uplink::UplinkConfig::default(),
         }
     }
 }

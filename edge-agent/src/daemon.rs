@@ -123,6 +123,17 @@ pub async fn run(
         Some(server)
     };
 
+    let (sync_tx, sync_rx) = watch::channel(String::from("not configured"));
+    let uplink = if config.uplink.broker.is_empty() {
+        None
+    } else {
+        sync_tx.send_replace("connecting".into());
+        let (config, shutdown) = (config.clone(), shutdown.clone());
+        Some(tokio::spawn(async move {
+            crate::uplink::run(&config, sync_tx, shutdown).await
+        }))
+    };
+
     let live = source.is_live();
     let (ad_tx, mut ad_rx) = mpsc::channel::<Advertisement>(CHANNEL_CAPACITY);
     let source_task = tokio::spawn(run_source(source, ad_tx, shutdown.clone()));
@@ -162,7 +173,10 @@ pub async fn run(
                 health_tx.send_modify(|h| h.pipeline = pipeline.stats());
             }
             _ = reload.tick() => {
-                health_tx.send_modify(|h| h.pipeline = pipeline.stats());
+                health_tx.send_modify(|h| {
+                    h.pipeline = pipeline.stats();
+                    h.cloud_sync = sync_rx.borrow().clone();
+                });
                 if let Some(snapshot) = reader.changed_snapshot().await? {
                     pipeline.apply_snapshot(snapshot, last_at.filter(|_| !live).unwrap_or_else(now_ms));
                     let (tags, eid_tags) = pipeline.index().counts();
@@ -198,6 +212,13 @@ pub async fn run(
             server.task.abort();
         } else {
             server.task.await.context("the POS server panicked")??;
+        }
+    }
+    if let Some(uplink) = uplink {
+        if !*shutdown.borrow() {
+            uplink.abort(); // a finished replay; the outbox keeps what was not acknowledged
+        } else {
+            uplink.await.context("the uplink task panicked")??;
         }
     }
     source_result?;

@@ -112,6 +112,8 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Where the POS page is served.
     pub listen: String,
+    /// An MQTT broker (`host:port`) to sync with, e.g. the one `scripts/cloud.sh` uses.
+    pub broker: Option<String>,
 }
 
 /// Runs the demo until Ctrl-C or the optional duration.
@@ -146,6 +148,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             // The demo serves this machine only: announce it there, not on the LAN.
             announce_interface: "lo".into(),
             ..crate::config::PosConfig::default()
+        },
+        uplink: crate::uplink::UplinkConfig {
+            broker: options.broker.clone().unwrap_or_default(),
+            ..crate::uplink::UplinkConfig::default()
         },
         ..Config::default()
     };

@@ -17,6 +17,7 @@ pub mod resolve;
 pub mod scan;
 pub mod simulate;
 pub mod store;
+pub mod uplink;
 
 /// Milliseconds since the Unix epoch: the one clock unit of the pipeline.
 pub type Millis = u64;

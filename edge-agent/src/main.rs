@@ -79,6 +79,10 @@ enum Command {
         /// Where to serve the POS and owner pages.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
+        /// Sync with the cloud through this MQTT broker (host:port), e.g. 127.0.0.1:1883 with
+        /// `scripts/cloud.sh` running.
+        #[arg(long)]
+        broker: Option<String>,
     },
     /// Look for TasteSync boxes on the LAN (mDNS) and print their POS addresses.
     Discover {
@@ -232,12 +236,14 @@ fn execute(command: Command) -> anyhow::Result<()> {
             strangers,
             seed,
             listen,
+            broker,
         } => runtime()?.block_on(demo::run(DemoOptions {
             database: db,
             duration: duration.map(Duration::from_secs),
             strangers,
             seed,
             listen,
+            broker,
         }))?,
         Command::Discover { seconds, interface } => {
             let found = pos::discovery::discover(&interface, Duration::from_secs(seconds))?;

@@ -7,5 +7,6 @@
 pub mod beacon;
 pub mod eid;
 pub mod hexfmt;
+pub mod wire;
 
 pub use beacon::{Beacon, BeaconIdentity, Decoded, TagId, Tlm, decode_advertisement, decode_any};

@@ -3,6 +3,7 @@
 //! on what a user sees: command output, exit codes, the visits the box lists.
 
 pub mod ble;
+pub mod cloud;
 pub mod pos;
 
 use std::io::Write;

@@ -40,7 +40,7 @@ fn the_box_announces_its_pos_and_discover_finds_it() {
             "tastesync-edge",
             &["discover", "--interface", "lo", "--seconds", "2"],
         ));
-        if found.contains("seoul-7") {
+        if found.contains("seoul-7") && found.contains("http://127.0.0.1:") {
             break;
         }
     }

@@ -32,10 +32,11 @@ fn restrict(daemon: &ServiceDaemon, interface: &str) -> anyhow::Result<()> {
 }
 
 /// Announces the POS of shop `shop_id` on `port`, on `interface` (empty: every interface
-/// but loopback).
+/// but loopback). Only IPv4 addresses are announced: the POS listens on IPv4.
 pub fn announce(shop_id: &str, port: u16, interface: &str) -> anyhow::Result<Announcement> {
     let daemon = ServiceDaemon::new().context("cannot start mDNS (UDP port 5353)")?;
     restrict(&daemon, interface)?;
+    daemon.disable_interface(IfKind::IPv6)?;
     let host = format!("tastesync-{shop_id}.local.");
     let properties = [
         ("path", "/pos"),
@@ -83,20 +84,34 @@ pub fn discover(interface: &str, wait: Duration) -> anyhow::Result<Vec<FoundBox>
                 .get_property_val_str("path")
                 .unwrap_or("/")
                 .to_string();
-            let mut urls: Vec<String> = service
+            let port = service.get_port();
+            let urls = service
                 .get_addresses()
                 .iter()
-                .map(|ip| format!("http://{}:{}{path}", ip.to_ip_addr(), service.get_port()))
-                .collect();
-            urls.sort();
+                .map(|ip| match ip.to_ip_addr() {
+                    std::net::IpAddr::V4(v4) => format!("http://{v4}:{port}{path}"),
+                    std::net::IpAddr::V6(v6) => format!("http://[{v6}]:{port}{path}"),
+                });
             let name = service
                 .get_fullname()
                 .trim_end_matches(SERVICE_TYPE)
                 .trim_end_matches('.')
                 .to_string();
-            if !found.iter().any(|f| f.name == name) {
-                found.push(FoundBox { name, urls });
-            }
+            // A service may resolve several times as its addresses arrive: merge them.
+            let index = match found.iter().position(|f| f.name == name) {
+                Some(i) => i,
+                None => {
+                    found.push(FoundBox {
+                        name,
+                        urls: Vec::new(),
+                    });
+                    found.len() - 1
+                }
+            };
+            let entry = &mut found[index];
+            entry.urls.extend(urls);
+            entry.urls.sort();
+            entry.urls.dedup();
         }
     }
     let _ = daemon.shutdown();

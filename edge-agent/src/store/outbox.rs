@@ -5,7 +5,7 @@
 //! durable (`synchronous=FULL`). Rows leave only when the cloud acknowledges them (the
 //! uplink, a later step of the sync issue).
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -69,5 +69,40 @@ impl Store {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Store {
+    /// Deletes events the cloud acknowledged (all up to `seq`); returns how many.
+    pub fn delete_outbox_up_to(&mut self, seq: i64) -> anyhow::Result<usize> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM outbox WHERE seq <= ?1", [seq])?)
+    }
+
+    /// The seq of the oldest pending event, or of the next event when none is pending.
+    pub fn outbox_first_seq(&self) -> anyhow::Result<i64> {
+        let first: Option<i64> = self
+            .conn
+            .query_row("SELECT min(seq) FROM outbox", [], |r| r.get(0))?;
+        if let Some(first) = first {
+            return Ok(first);
+        }
+        let last: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'outbox'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(last.unwrap_or(0) + 1)
+    }
+
+    /// Events waiting for the cloud.
+    pub fn outbox_pending(&self) -> anyhow::Result<u64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?)
     }
 }

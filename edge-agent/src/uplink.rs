@@ -1,0 +1,187 @@
+//! The uplink: drains the outbox to the cloud over MQTT, in `seq` order, and deletes events
+//! only when cloud-sync acknowledges them (after its PostgreSQL commit). A broker's PUBACK is
+//! not durability: rumqttc keeps unacknowledged publishes in memory only, and brokers may not
+//! persist them, so anything not acknowledged end to end is simply sent again (cloud-sync
+//! ignores seqs it already has).
+//!
+//! A bounded window of batches is in flight; with no progress for `ack_timeout_secs`, or
+//! after a reconnection, sending restarts after the last acknowledged seq. Connection failures
+//! back off exponentially with jitter. A retained status message says `online`, and the last
+//! will `offline`, so HQ sees a box drop.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use serde::Deserialize;
+use tastesync_shared::wire::{self, Ack, EventBatch, WireEvent};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::Config;
+use crate::store::Store;
+
+/// Section `[uplink]`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UplinkConfig {
+    /// The MQTT broker, `host:port`; empty turns the uplink off (the box works offline).
+    pub broker: String,
+    /// This shop's broker credentials (the broker's ACL confines it to its own topics).
+    pub username: String,
+    pub password: String,
+    /// Events per MQTT message.
+    pub batch_size: usize,
+    /// Batches in flight before waiting for acknowledgements.
+    pub window_batches: usize,
+    /// Resend from the last acknowledged seq when nothing was acknowledged for this long.
+    pub ack_timeout_secs: u64,
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        UplinkConfig {
+            broker: String::new(),
+            username: String::new(),
+            password: String::new(),
+            batch_size: 500,
+            window_batches: 8,
+            ack_timeout_secs: 10,
+        }
+    }
+}
+
+/// What the owner page shows about the sync.
+pub type SyncStatus = watch::Sender<String>;
+
+/// Runs until shutdown.
+pub async fn run(
+    config: &Config,
+    status: SyncStatus,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let uplink = &config.uplink;
+    let (host, port) = uplink
+        .broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .with_context(|| format!("uplink.broker {:?} must be host:port", uplink.broker))?;
+    let shop = config.shop_id.clone();
+    let mut options = MqttOptions::new(format!("tastesync-edge-{shop}"), host, port);
+    options.set_keep_alive(Duration::from_secs(15));
+    options.set_clean_session(true);
+    options.set_max_packet_size(wire::MAX_PAYLOAD + 4096, wire::MAX_PAYLOAD + 4096);
+    options.set_last_will(LastWill::new(
+        wire::status_topic(&shop),
+        "offline",
+        QoS::AtLeastOnce,
+        true,
+    ));
+    if !uplink.username.is_empty() {
+        options.set_credentials(uplink.username.clone(), uplink.password.clone());
+    }
+    let (client, mut events) = AsyncClient::new(options, 64);
+    let store = Arc::new(Mutex::new(Store::open(&config.database)?));
+    let ack_topic = wire::ack_topic(&shop);
+    let events_topic = wire::events_topic(&shop);
+    let window = (uplink.batch_size * uplink.window_batches) as i64;
+    let ack_timeout = Duration::from_secs(uplink.ack_timeout_secs);
+
+    let mut acked = first_pending(&store).await? - 1;
+    let mut sent = acked;
+    let mut connected = false;
+    let mut backoff = Duration::from_millis(500);
+    let mut last_progress = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        tokio::select! {
+            event = events.poll() => match event {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                    connected = true;
+                    backoff = Duration::from_millis(500);
+                    client.try_subscribe(&ack_topic, QoS::AtLeastOnce)?;
+                    client.try_publish(wire::status_topic(&shop), QoS::AtLeastOnce, true, "online")?;
+                    sent = acked; // whatever was in flight may be lost: send it again
+                    last_progress = Instant::now();
+                    tracing::info!("uplink connected");
+                    status.send_replace("connected".into());
+                }
+                Ok(Event::Incoming(Packet::Publish(message))) if message.topic == ack_topic => {
+                    match serde_json::from_slice::<Ack>(&message.payload) {
+                        Ok(ack) if ack.up_to_seq > acked => {
+                            let up_to = ack.up_to_seq;
+                            let s = store.clone();
+                            tokio::task::spawn_blocking(move || s.lock().expect("store").delete_outbox_up_to(up_to)).await??;
+                            acked = up_to;
+                            sent = sent.max(acked);
+                            last_progress = Instant::now();
+                        }
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!("ignoring a malformed acknowledgement: {e}"),
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if connected {
+                        tracing::warn!("uplink disconnected: {e}");
+                    }
+                    connected = false;
+                    status.send_replace("offline: cannot reach the broker".into());
+                    let jitter = Duration::from_millis(rand_jitter(backoff.as_millis() as u64 / 2));
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff + jitter) => {}
+                        _ = shutdown.changed() => return Ok(()),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(60));
+                }
+            },
+            _ = tick.tick(), if connected => {
+                if sent > acked && last_progress.elapsed() >= ack_timeout {
+                    tracing::info!(from_seq = acked + 1, "no acknowledgement in time; sending again");
+                    sent = acked;
+                    last_progress = Instant::now();
+                }
+                while sent - acked < window {
+                    let (s, after, limit) = (store.clone(), sent, uplink.batch_size);
+                    let rows = tokio::task::spawn_blocking(move || s.lock().expect("store").outbox(after, limit)).await??;
+                    let Some(last) = rows.last().map(|r| r.seq) else { break };
+                    let batch = EventBatch {
+                        v: wire::VERSION,
+                        shop_id: shop.clone(),
+                        events: rows.into_iter().map(|r| WireEvent {
+                            seq: r.seq, event_id: r.event_id, kind: r.kind, at_ms: r.at_ms, body: r.body,
+                        }).collect(),
+                    };
+                    if client.try_publish(&events_topic, QoS::AtLeastOnce, false, serde_json::to_vec(&batch)?).is_err() {
+                        break; // the client's queue is full; the event loop drains it
+                    }
+                    sent = last;
+                }
+            }
+            _ = shutdown.changed() => {
+                let _ = client.try_publish(wire::status_topic(&shop), QoS::AtLeastOnce, true, "offline");
+                let _ = client.try_disconnect();
+                // Let the event loop send them, briefly.
+                let _ = tokio::time::timeout(Duration::from_millis(500), async {
+                    while events.poll().await.is_ok() {}
+                }).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+async fn first_pending(store: &Arc<Mutex<Store>>) -> anyhow::Result<i64> {
+    let s = store.clone();
+    tokio::task::spawn_blocking(move || s.lock().expect("store").outbox_first_seq()).await?
+}
+
+/// A pseudo-random jitter below `max_ms` (spreads reconnecting boxes; no crypto needed).
+fn rand_jitter(max_ms: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    nanos % max_ms.max(1)
+}
