@@ -11,7 +11,23 @@ use crate::{Shop, bin};
 pub struct Mosquitto {
     child: Child,
     pub port: u16,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+}
+
+fn spawn_broker(config: &std::path::Path, port: u16) -> Child {
+    let child = Command::new("mosquitto")
+        .arg("-c")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("mosquitto (Debian package mosquitto)");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "mosquitto did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 fn free_port() -> u16 {
@@ -25,31 +41,55 @@ fn free_port() -> u16 {
 impl Mosquitto {
     /// `extra` is appended to the config (ACLs, passwords...).
     pub fn start(extra: &str) -> Mosquitto {
-        let dir = tempfile::tempdir().unwrap();
+        Mosquitto::start_in(tempfile::tempdir().unwrap(), extra)
+    }
+
+    fn start_in(dir: tempfile::TempDir, extra: &str) -> Mosquitto {
         let port = free_port();
-        let config = dir.path().join("mosquitto.conf");
         std::fs::write(
-            &config,
+            dir.path().join("mosquitto.conf"),
             format!("listener {port} 127.0.0.1\npersistence false\n{extra}\n"),
         )
         .unwrap();
-        let child = Command::new("mosquitto")
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("mosquitto (Debian package mosquitto)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "mosquitto did not start");
-            std::thread::sleep(Duration::from_millis(50));
+        let child = spawn_broker(&dir.path().join("mosquitto.conf"), port);
+        Mosquitto { child, port, dir }
+    }
+
+    /// A broker where each shop logs in as its shop id and may only touch its own subtree,
+    /// the way a production broker is set up; `cloud` may touch every shop's.
+    pub fn with_shop_acl(users: &[(&str, &str)]) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let passwd = dir.path().join("passwd");
+        std::fs::write(&passwd, "").unwrap();
+        for (user, password) in users {
+            let status = Command::new("mosquitto_passwd")
+                .arg("-b")
+                .arg(&passwd)
+                .args([user, password])
+                .status()
+                .unwrap();
+            assert!(status.success());
         }
-        Mosquitto {
-            child,
-            port,
-            _dir: dir,
-        }
+        let acl = dir.path().join("acl");
+        std::fs::write(
+            &acl,
+            "user cloud\ntopic readwrite tastesync/v1/shops/#\n\npattern readwrite tastesync/v1/shops/%u/#\n",
+        )
+        .unwrap();
+        let extra = format!(
+            "allow_anonymous false\npassword_file {}\nacl_file {}",
+            passwd.display(),
+            acl.display()
+        );
+        Mosquitto::start_in(dir, &extra)
+    }
+
+    /// Stops the broker (everything in flight is lost: persistence is off) and starts it
+    /// again on the same port.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_broker(&self.dir.path().join("mosquitto.conf"), self.port);
     }
 
     pub fn address(&self) -> String {
@@ -58,7 +98,24 @@ impl Mosquitto {
 
     /// Publishes one message with mosquitto_pub.
     pub fn publish(&self, topic: &str, payload: &str) {
-        let status = Command::new("mosquitto_pub")
+        self.publish_as(None, topic, payload);
+    }
+
+    /// Publishes as a user (`(name, password)`), QoS 1.
+    pub fn publish_as(&self, user: Option<(&str, &str)>, topic: &str, payload: &str) {
+        let mut command = Command::new("mosquitto_pub");
+        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1"]);
+        command.args(["-t", topic, "-m", payload]);
+        if let Some((name, password)) = user {
+            command.args(["-u", name, "-P", password]);
+        }
+        assert!(command.status().unwrap().success());
+    }
+
+    /// Subscribes as a user in the background; the returned child prints the first message
+    /// received within `seconds` (nothing if none arrives or the broker refuses).
+    pub fn subscribe_as(&self, (name, password): (&str, &str), topic: &str, seconds: u32) -> Child {
+        let child = Command::new("mosquitto_sub")
             .args([
                 "-h",
                 "127.0.0.1",
@@ -68,12 +125,23 @@ impl Mosquitto {
                 "1",
                 "-t",
                 topic,
-                "-m",
-                payload,
             ])
-            .status()
+            .args([
+                "-u",
+                name,
+                "-P",
+                password,
+                "-C",
+                "1",
+                "-W",
+                &seconds.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
             .unwrap();
-        assert!(status.success());
+        std::thread::sleep(Duration::from_millis(300)); // let the subscription reach the broker
+        child
     }
 }
 
@@ -152,13 +220,23 @@ pub struct CloudSync {
 
 impl CloudSync {
     pub fn start(shop: &Shop, database: &Database, broker: &Mosquitto, name: &str) -> CloudSync {
+        CloudSync::start_as(shop, database, broker, name, ("", ""))
+    }
+
+    /// With broker credentials.
+    pub fn start_as(
+        shop: &Shop,
+        database: &Database,
+        broker: &Mosquitto,
+        name: &str,
+        (username, password): (&str, &str),
+    ) -> CloudSync {
         let config = shop.write(
             &format!("{name}.toml"),
             &format!(
-                "database_url = {:?}\nbroker = {:?}\nclient_id = {:?}\n",
+                "database_url = {:?}\nbroker = {:?}\nclient_id = {name:?}\nusername = {username:?}\npassword = {password:?}\n",
                 database.url(),
                 broker.address(),
-                name
             ),
         );
         let child = Command::new(bin("tastesync-cloud"))

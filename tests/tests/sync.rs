@@ -10,6 +10,93 @@ use tastesync_e2e::*;
 
 const UUID: &str = "f7826da64fa24e988024bc5b71e0893e";
 
+/// Records `visits` visits of ten customers with the uplink off: a backlog in the outbox.
+fn record_offline(shop: &Shop, shop_id: &str, visits: u64) -> Vec<serde_json::Value> {
+    let mut customers = String::from("customer_ref,display_name,tag_ids\n");
+    for c in 1..=10 {
+        writeln!(
+            customers,
+            "C{c},Customer {c},ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:{c}"
+        )
+        .unwrap();
+    }
+    shop.import_customers(&customers);
+    let start = now_s() * 1000;
+    let mut lines = String::new();
+    for v in 0..visits {
+        let c = v % 10 + 1;
+        for i in 0..3u64 {
+            let t = start + v * 4_000 + i * 500;
+            let data = ibeacon(UUID, 1, c as u16);
+            writeln!(
+                lines,
+                r#"{{"t_ms":{t},"address":"c0:00:00:00:00:{c:02x}","rssi":-60,"data":"{data}"}}"#
+            )
+            .unwrap();
+        }
+    }
+    let recording = shop.write("backlog.jsonl", &lines);
+    let config = shop.write(
+        "offline.toml",
+        &format!(
+            "shop_id = {shop_id:?}\ndatabase = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 0\n[presence]\nabsence_ms = 2000\n[pos]\nlisten = \"\"\n",
+            shop.db(),
+            recording.display().to_string()
+        ),
+    );
+    shop.edge_ok(&["run", "--config", config.to_str().unwrap()]);
+    outbox(shop)
+}
+
+/// Runs the box online (a quiet two-minute replay keeps it running) with `uplink` settings.
+fn run_online(shop: &Shop, shop_id: &str, uplink: &str) -> std::process::Child {
+    let start = now_s() * 1000;
+    let quiet: String = (0..120)
+        .map(|i| {
+            format!(
+                r#"{{"t_ms":{},"address":"c0:00:00:00:00:99","rssi":-90,"data":"020106"}}"#,
+                start + i * 1000
+            ) + "\n"
+        })
+        .collect();
+    let quiet = shop.write("quiet.jsonl", &quiet);
+    let config = shop.write(
+        "online.toml",
+        &format!(
+            "shop_id = {shop_id:?}\ndatabase = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\n[pos]\nlisten = \"\"\n[uplink]\n{uplink}\n",
+            shop.db(),
+            quiet.display().to_string()
+        ),
+    );
+    Command::new(bin("tastesync-edge"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The rows PostgreSQL holds for a shop, as `seq|event_id|type`.
+fn stored(database: &Database, shop_id: &str) -> Vec<String> {
+    database.query(&format!(
+        "SELECT seq, event_id, kind FROM events WHERE shop_id = '{shop_id}' ORDER BY seq"
+    ))
+}
+
+/// Outbox events in the same `seq|event_id|type` form.
+fn as_rows(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{}|{}|{}",
+                e["seq"],
+                e["event_id"].as_str().unwrap(),
+                e["type"].as_str().unwrap()
+            )
+        })
+        .collect()
+}
+
 fn outbox(shop: &Shop) -> Vec<serde_json::Value> {
     shop.edge_ok(&["outbox", "--db", &shop.db(), "--limit", "1000000"])
         .lines()
@@ -140,4 +227,103 @@ fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() 
         ["20"],
         "nothing foreign stored"
     );
+}
+
+#[test]
+fn broker_restart_and_cloud_sync_killed_mid_stream_lose_and_duplicate_nothing() {
+    let shop = Shop::new();
+    let pending = record_offline(&shop, "seoul-3", 1000);
+    assert_eq!(pending.len(), 2000);
+    let mut broker = Mosquitto::start("allow_anonymous true");
+    let database = Database::create();
+    let cloud = CloudSync::start(&shop, &database, &broker, "cloud-a");
+    // Small batches and a short ack timeout, so the faults land mid-stream.
+    let uplink = format!(
+        "broker = {:?}\nbatch_size = 20\nwindow_batches = 2\nack_timeout_secs = 2",
+        broker.address()
+    );
+    let mut daemon = run_online(&shop, "seoul-3", &uplink);
+    assert!(
+        eventually(20, || stored(&database, "seoul-3").len() >= 200),
+        "the drain started"
+    );
+    broker.restart(); // in-flight messages and sessions are lost
+    assert!(
+        eventually(30, || stored(&database, "seoul-3").len() >= 800),
+        "the drain resumed"
+    );
+    drop(cloud); // cloud-sync killed mid-batch
+    let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-b");
+    let drained = eventually(60, || outbox(&shop).is_empty());
+    let rows = stored(&database, "seoul-3");
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(
+        drained,
+        "the outbox drained; PostgreSQL has {} of 2000",
+        rows.len()
+    );
+    assert_eq!(rows, as_rows(&pending), "every event once, in seq order");
+}
+
+#[test]
+fn shops_are_confined_to_their_own_topics() {
+    let users = [
+        ("seoul-1", "pw-seoul"),
+        ("busan-2", "pw-busan"),
+        ("cloud", "pw-cloud"),
+    ];
+    let broker = Mosquitto::with_shop_acl(&users);
+    let database = Database::create();
+    let shop = Shop::new();
+    let pending = record_offline(&shop, "seoul-1", 5);
+    let _cloud = CloudSync::start_as(
+        &shop,
+        &database,
+        &broker,
+        "cloud-acl",
+        ("cloud", "pw-cloud"),
+    );
+    let uplink = format!(
+        "broker = {:?}\nusername = \"seoul-1\"\npassword = \"pw-seoul\"",
+        broker.address()
+    );
+    let mut daemon = run_online(&shop, "seoul-1", &uplink);
+    let drained = eventually(20, || outbox(&shop).is_empty());
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    assert!(drained, "a shop with its own credentials syncs");
+    assert_eq!(stored(&database, "seoul-1"), as_rows(&pending));
+
+    let seoul = Some(("seoul-1", "pw-seoul"));
+    let forged = r#"{"v":1,"shop_id":"busan-2","events":[{"seq":1,"event_id":"x","type":"customer_arrived","at_ms":1,"body":{}}]}"#;
+    // Shop A cannot publish into shop B's topics: the broker drops it.
+    broker.publish_as(seoul, "tastesync/v1/shops/busan-2/events", forged);
+    // Shop A's own topic with B's shop id in the payload: cloud-sync refuses it.
+    broker.publish_as(seoul, "tastesync/v1/shops/seoul-1/events", forged);
+    assert!(eventually(10, || database
+        .query("SELECT count(*) FROM dead_letters")
+        == ["1"]));
+    assert!(
+        database.query("SELECT reason FROM dead_letters")[0].contains("does not match the topic")
+    );
+    assert!(
+        stored(&database, "busan-2").is_empty(),
+        "nothing stored for busan-2"
+    );
+
+    // Shop A cannot read shop B's downlink; B can.
+    let spy = broker.subscribe_as(("seoul-1", "pw-seoul"), "tastesync/v1/shops/busan-2/ack", 3);
+    let owner = broker.subscribe_as(("busan-2", "pw-busan"), "tastesync/v1/shops/busan-2/ack", 3);
+    let ack = r#"{"v":1,"up_to_seq":7}"#;
+    broker.publish_as(
+        Some(("cloud", "pw-cloud")),
+        "tastesync/v1/shops/busan-2/ack",
+        ack,
+    );
+    let read = |child: std::process::Child| {
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
+    };
+    assert_eq!(read(owner).trim(), ack);
+    assert_eq!(read(spy), "", "seoul-1 must not see busan-2's messages");
 }
