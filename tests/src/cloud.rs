@@ -244,7 +244,13 @@ impl CloudSync {
             .env("RUST_LOG", "warn")
             .spawn()
             .unwrap();
-        CloudSync { child }
+        let cloud = CloudSync { child };
+        // Ready once its migrations ran: tests query the tables right away.
+        let ready = eventually(20, || {
+            database.query("SELECT to_regclass('public.events') IS NOT NULL") == ["t"]
+        });
+        assert!(ready, "cloud-sync did not create its schema");
+        cloud
     }
 }
 

@@ -154,6 +154,16 @@ impl Default for Shop {
     }
 }
 
+/// A child process killed when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Unix time now, in seconds.
 pub fn now_s() -> u64 {
     std::time::SystemTime::now()

@@ -49,7 +49,7 @@ fn record_offline(shop: &Shop, shop_id: &str, visits: u64) -> Vec<serde_json::Va
 }
 
 /// Runs the box online (a quiet two-minute replay keeps it running) with `uplink` settings.
-fn run_online(shop: &Shop, shop_id: &str, uplink: &str) -> std::process::Child {
+fn run_online(shop: &Shop, shop_id: &str, uplink: &str) -> KillOnDrop {
     let start = now_s() * 1000;
     let quiet: String = (0..120)
         .map(|i| {
@@ -68,11 +68,13 @@ fn run_online(shop: &Shop, shop_id: &str, uplink: &str) -> std::process::Child {
             quiet.display().to_string()
         ),
     );
-    Command::new(bin("tastesync-edge"))
-        .args(["run", "--config", config.to_str().unwrap()])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    KillOnDrop(
+        Command::new(bin("tastesync-edge"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 /// The rows PostgreSQL holds for a shop, as `seq|event_id|type`.
@@ -242,7 +244,7 @@ fn broker_restart_and_cloud_sync_killed_mid_stream_lose_and_duplicate_nothing() 
         "broker = {:?}\nbatch_size = 20\nwindow_batches = 2\nack_timeout_secs = 2",
         broker.address()
     );
-    let mut daemon = run_online(&shop, "seoul-3", &uplink);
+    let daemon = run_online(&shop, "seoul-3", &uplink);
     assert!(
         eventually(20, || stored(&database, "seoul-3").len() >= 200),
         "the drain started"
@@ -256,8 +258,7 @@ fn broker_restart_and_cloud_sync_killed_mid_stream_lose_and_duplicate_nothing() 
     let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-b");
     let drained = eventually(60, || outbox(&shop).is_empty());
     let rows = stored(&database, "seoul-3");
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
     assert!(
         drained,
         "the outbox drained; PostgreSQL has {} of 2000",
@@ -288,10 +289,9 @@ fn shops_are_confined_to_their_own_topics() {
         "broker = {:?}\nusername = \"seoul-1\"\npassword = \"pw-seoul\"",
         broker.address()
     );
-    let mut daemon = run_online(&shop, "seoul-1", &uplink);
+    let daemon = run_online(&shop, "seoul-1", &uplink);
     let drained = eventually(20, || outbox(&shop).is_empty());
-    let _ = daemon.kill();
-    let _ = daemon.wait();
+    drop(daemon);
     assert!(drained, "a shop with its own credentials syncs");
     assert_eq!(stored(&database, "seoul-1"), as_rows(&pending));
 
