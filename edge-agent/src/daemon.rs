@@ -127,6 +127,7 @@ pub async fn run(
     let uplink = if config.uplink.broker.is_empty() {
         None
     } else {
+        crate::uplink::validate(&config.uplink).context("invalid [uplink] section")?;
         sync_tx.send_replace("connecting".into());
         let (config, shutdown) = (config.clone(), shutdown.clone());
         Some(tokio::spawn(async move {

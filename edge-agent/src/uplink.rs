@@ -13,7 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context;
-use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use rumqttc::{
+    AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+};
 use serde::Deserialize;
 use tastesync_shared::wire::{self, Ack, EventBatch, WireEvent};
 use tokio::sync::watch;
@@ -31,6 +33,14 @@ pub struct UplinkConfig {
     /// This shop's broker credentials (the broker's ACL confines it to its own topics).
     pub username: String,
     pub password: String,
+    /// Connect with TLS (rustls), checking the broker's certificate against `ca_file`.
+    pub tls: bool,
+    /// PEM file of the certificate authority that signed the broker's certificate.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// PEM client certificate and key, for brokers that authenticate shops by certificate
+    /// (Mosquitto: `require_certificate true`, `use_identity_as_username true`).
+    pub client_cert_file: Option<std::path::PathBuf>,
+    pub client_key_file: Option<std::path::PathBuf>,
     /// Events per MQTT message.
     pub batch_size: usize,
     /// Batches in flight before waiting for acknowledgements.
@@ -45,6 +55,10 @@ impl Default for UplinkConfig {
             broker: String::new(),
             username: String::new(),
             password: String::new(),
+            tls: false,
+            ca_file: None,
+            client_cert_file: None,
+            client_key_file: None,
             batch_size: 500,
             window_batches: 8,
             ack_timeout_secs: 10,
@@ -55,6 +69,23 @@ impl Default for UplinkConfig {
 /// What the owner page shows about the sync.
 pub type SyncStatus = watch::Sender<String>;
 
+/// Checks the settings (broker address, TLS files) so a mistake stops the daemon at start,
+/// with the reason, instead of surfacing later.
+pub fn validate(uplink: &UplinkConfig) -> anyhow::Result<()> {
+    broker_address(&uplink.broker)?;
+    if uplink.tls {
+        tls_configuration(uplink)?;
+    }
+    Ok(())
+}
+
+fn broker_address(broker: &str) -> anyhow::Result<(String, u16)> {
+    broker
+        .rsplit_once(':')
+        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+        .with_context(|| format!("uplink.broker {broker:?} must be host:port"))
+}
+
 /// Runs until shutdown.
 pub async fn run(
     config: &Config,
@@ -62,11 +93,7 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let uplink = &config.uplink;
-    let (host, port) = uplink
-        .broker
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
-        .with_context(|| format!("uplink.broker {:?} must be host:port", uplink.broker))?;
+    let (host, port) = broker_address(&uplink.broker)?;
     let shop = config.shop_id.clone();
     let mut options = MqttOptions::new(format!("tastesync-edge-{shop}"), host, port);
     options.set_keep_alive(Duration::from_secs(15));
@@ -80,6 +107,9 @@ pub async fn run(
     ));
     if !uplink.username.is_empty() {
         options.set_credentials(uplink.username.clone(), uplink.password.clone());
+    }
+    if uplink.tls {
+        options.set_transport(Transport::tls_with_config(tls_configuration(uplink)?));
     }
     let (client, mut events) = AsyncClient::new(options, 64);
     let store = Arc::new(Mutex::new(Store::open(&config.database)?));
@@ -170,6 +200,29 @@ pub async fn run(
             }
         }
     }
+}
+
+/// The TLS settings: the broker's CA, and the client certificate if configured.
+fn tls_configuration(uplink: &UplinkConfig) -> anyhow::Result<TlsConfiguration> {
+    let read = |path: &std::path::Path, what: &str| {
+        std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
+    };
+    let ca_file = uplink
+        .ca_file
+        .as_deref()
+        .context("uplink.tls needs uplink.ca_file (the broker's certificate authority, PEM)")?;
+    let client_auth = match (&uplink.client_cert_file, &uplink.client_key_file) {
+        (Some(cert), Some(key)) => {
+            Some((read(cert, "client certificate")?, read(key, "client key")?))
+        }
+        (None, None) => None,
+        _ => anyhow::bail!("uplink.client_cert_file and uplink.client_key_file go together"),
+    };
+    Ok(TlsConfiguration::Simple {
+        ca: read(ca_file, "CA certificate")?,
+        alpn: None,
+        client_auth,
+    })
 }
 
 async fn first_pending(store: &Arc<Mutex<Store>>) -> anyhow::Result<i64> {

@@ -30,7 +30,81 @@ fn spawn_broker(config: &std::path::Path, port: u16) -> Child {
     child
 }
 
-fn free_port() -> u16 {
+/// Makes a test certificate authority, a broker certificate for 127.0.0.1, and a client
+/// certificate whose common name is each of `clients`, in `dir` (PEM, with openssl).
+pub fn make_certificates(dir: &std::path::Path, clients: &[&str]) {
+    let openssl = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=TasteSync test CA",
+    ]);
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    let sign = |name: &str, subject: &str, ext: &str| {
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            subject,
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            ext,
+        ]);
+    };
+    sign("server", "/CN=localhost", "server.ext");
+    for client in clients {
+        sign(client, &format!("/CN={client}"), "client.ext");
+    }
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -45,14 +119,44 @@ impl Mosquitto {
     }
 
     fn start_in(dir: tempfile::TempDir, extra: &str) -> Mosquitto {
+        Mosquitto::start_with(dir, |port| {
+            format!("listener {port} 127.0.0.1\npersistence false\n{extra}\n")
+        })
+    }
+
+    /// A broker whose whole config `config(port)` writes; `port` is the main listener's.
+    pub fn start_with(dir: tempfile::TempDir, config: impl FnOnce(u16) -> String) -> Mosquitto {
         let port = free_port();
-        std::fs::write(
-            dir.path().join("mosquitto.conf"),
-            format!("listener {port} 127.0.0.1\npersistence false\n{extra}\n"),
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("mosquitto.conf"), config(port)).unwrap();
         let child = spawn_broker(&dir.path().join("mosquitto.conf"), port);
         Mosquitto { child, port, dir }
+    }
+
+    /// A broker with a plain listener (for cloud-sync) and a TLS listener on `tls_port` that
+    /// requires a client certificate and takes its common name as the user name, confined by
+    /// the shops' ACL. `certs` holds ca.crt, server.crt and server.key.
+    pub fn with_tls(certs: &std::path::Path, tls_port: u16) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let acl = dir.path().join("acl");
+        std::fs::write(&acl, "pattern readwrite tastesync/v1/shops/%u/#\n").unwrap();
+        let c = |name: &str| certs.join(name).display().to_string();
+        let (ca, cert, key, acl) = (
+            c("ca.crt"),
+            c("server.crt"),
+            c("server.key"),
+            acl.display().to_string(),
+        );
+        // `user root`: a broker started as root would otherwise switch to the mosquitto user,
+        // which cannot read the test's keys.
+        Mosquitto::start_with(dir, |port| {
+            format!(
+                "per_listener_settings true\npersistence false\n\
+                 user root\n\
+                 listener {port} 127.0.0.1\nallow_anonymous true\n\
+                 listener {tls_port} 127.0.0.1\ncafile {ca}\ncertfile {cert}\nkeyfile {key}\n\
+                 require_certificate true\nuse_identity_as_username true\nacl_file {acl}\n"
+            )
+        })
     }
 
     /// A broker where each shop logs in as its shop id and may only touch its own subtree,

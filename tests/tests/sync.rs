@@ -5,7 +5,9 @@
 use std::fmt::Write;
 use std::process::{Command, Stdio};
 
-use tastesync_e2e::cloud::{CloudSync, Database, Mosquitto, eventually};
+use tastesync_e2e::cloud::{
+    CloudSync, Database, Mosquitto, eventually, free_port, make_certificates,
+};
 use tastesync_e2e::*;
 
 const UUID: &str = "f7826da64fa24e988024bc5b71e0893e";
@@ -326,4 +328,66 @@ fn shops_are_confined_to_their_own_topics() {
     };
     assert_eq!(read(owner).trim(), ack);
     assert_eq!(read(spy), "", "seoul-1 must not see busan-2's messages");
+}
+
+#[test]
+fn a_shop_syncs_over_tls_with_its_client_certificate_and_only_its_own() {
+    let certs = tempfile::tempdir().unwrap();
+    make_certificates(certs.path(), &["seoul-1", "busan-2"]);
+    let tls_port = free_port();
+    let broker = Mosquitto::with_tls(certs.path(), tls_port);
+    let database = Database::create();
+    let shop = Shop::new();
+    let pending = record_offline(&shop, "seoul-1", 5);
+    let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-tls");
+    let cert = |name: &str| format!("{:?}", certs.path().join(name).display().to_string());
+    let tls = |client: &str| {
+        format!(
+            "broker = \"127.0.0.1:{tls_port}\"\ntls = true\nca_file = {}\nclient_cert_file = {}\nclient_key_file = {}",
+            cert("ca.crt"),
+            cert(&format!("{client}.crt")),
+            cert(&format!("{client}.key"))
+        )
+    };
+    // With its own certificate, seoul-1 syncs over TLS.
+    let daemon = run_online(&shop, "seoul-1", &tls("seoul-1"));
+    let drained = eventually(20, || outbox(&shop).is_empty());
+    drop(daemon);
+    assert!(drained, "synced over TLS");
+    assert_eq!(stored(&database, "seoul-1"), as_rows(&pending));
+
+    // A box holding busan-2's certificate but configured as seoul-1 is refused by the ACL:
+    // nothing it sends reaches the cloud.
+    let other = Shop::new();
+    let backlog = record_offline(&other, "seoul-1", 3);
+    assert_eq!(backlog.len(), 6);
+    let daemon = run_online(&other, "seoul-1", &tls("busan-2"));
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    drop(daemon);
+    assert_eq!(outbox(&other).len(), 6, "nothing acknowledged");
+    assert_eq!(
+        stored(&database, "seoul-1"),
+        as_rows(&pending),
+        "nothing new stored"
+    );
+
+    // A broken TLS setting stops the box at start, with the reason.
+    let broken = run_online_once(&shop, "seoul-1", "broker = \"127.0.0.1:1\"\ntls = true");
+    assert!(
+        broken.contains("uplink.tls needs uplink.ca_file"),
+        "{broken}"
+    );
+}
+
+/// Runs the box online once and returns its error output (for configurations it refuses).
+fn run_online_once(shop: &Shop, shop_id: &str, uplink: &str) -> String {
+    let mut daemon = run_online(shop, shop_id, uplink);
+    let status = daemon.0.wait().unwrap();
+    assert!(!status.success());
+    let config = shop.path("online.toml");
+    let output = Command::new(bin("tastesync-edge"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    stderr(&output)
 }
