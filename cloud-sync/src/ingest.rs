@@ -13,6 +13,9 @@ use tokio_postgres::Client;
 
 use crate::db;
 
+/// Largest MQTT packet cloud-sync reads; payloads over `wire::MAX_PAYLOAD` are refused.
+const RECEIVE_LIMIT: usize = 16 << 20;
+
 /// `tastesync-cloud serve` configuration (TOML).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -51,7 +54,10 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("broker {:?} must be host:port", config.broker))?;
     let mut options = MqttOptions::new(config.client_id.clone(), host, port);
     options.set_keep_alive(Duration::from_secs(15));
-    options.set_max_packet_size(wire::MAX_PAYLOAD + 4096, wire::MAX_PAYLOAD + 4096);
+    // Accept packets well past the payload limit, so an oversized message is received and
+    // dead-lettered with its reason instead of breaking the connection (and, being QoS 1,
+    // coming back for ever). The broker's own max_packet_size bounds the rest.
+    options.set_max_packet_size(RECEIVE_LIMIT, wire::MAX_PAYLOAD + 4096);
     if !config.username.is_empty() {
         options.set_credentials(config.username.clone(), config.password.clone());
     }

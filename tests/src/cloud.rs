@@ -205,6 +205,26 @@ impl Mosquitto {
         self.publish_as(None, topic, payload);
     }
 
+    /// Publishes a file's content (for payloads too large for a command-line argument).
+    pub fn publish_file(&self, topic: &str, path: &std::path::Path) {
+        let status = Command::new("mosquitto_pub")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-q",
+                "1",
+                "-t",
+                topic,
+                "-f",
+            ])
+            .arg(path)
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Publishes as a user (`(name, password)`), QoS 1.
     pub fn publish_as(&self, user: Option<(&str, &str)>, topic: &str, payload: &str) {
         let mut command = Command::new("mosquitto_pub");

@@ -200,7 +200,8 @@ fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() 
     assert_eq!(online_status, ["t"], "the retained status says online");
     assert_eq!(database.query("SELECT acked_seq FROM shops"), ["20"]);
 
-    // Garbage, a wrong version and a shop id that does not match the topic: dead letters.
+    // Garbage, a wrong version, a shop id that does not match the topic and an oversized
+    // payload: dead letters, and the service goes on.
     broker.publish("tastesync/v1/shops/seoul-1/events", "garbage");
     broker.publish(
         "tastesync/v1/shops/seoul-1/events",
@@ -210,10 +211,22 @@ fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() 
         "tastesync/v1/shops/seoul-1/events",
         r#"{"v":1,"shop_id":"busan-2","events":[{"seq":21,"event_id":"x","type":"customer_arrived","at_ms":1,"body":{}}]}"#,
     );
+    let oversized = format!(
+        r#"{{"v":1,"shop_id":"seoul-1","events":[],"pad":"{}"}}"#,
+        "x".repeat(1_100_000)
+    );
+    broker.publish_file(
+        "tastesync/v1/shops/seoul-1/events",
+        &shop.write("big.json", &oversized),
+    );
     assert!(eventually(10, || database
         .query("SELECT count(*) FROM dead_letters")
-        == ["3"]));
+        == ["4"]));
     let reasons = database.query("SELECT reason FROM dead_letters ORDER BY id");
+    assert!(
+        reasons[3].contains("exceeds the 1048576-byte limit"),
+        "{reasons:?}"
+    );
     assert!(
         reasons[0].starts_with("not a valid event batch"),
         "{reasons:?}"
