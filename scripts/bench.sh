@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the benchmarks in BENCHMARKS.md: pipeline throughput (against beacontools on the same
 # frames), EID table rebuild, the daemon's memory with 100,000 customers, alert latency to
-# 50 tablets under background traffic, and memory per connected tablet.
+# 50 tablets under background traffic, memory per connected tablet, and the outbox drain
+# through Mosquitto and cloud-sync into PostgreSQL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,3 +14,4 @@ fi
 cargo build --release --bins
 BEACONTOOLS_PYTHON="$venv/bin/python" cargo bench -p tastesync-edge --bench pipeline
 cargo bench -p tastesync-edge --bench pos
+cargo bench -p tastesync-e2e --bench drain

@@ -89,26 +89,19 @@ pub async fn store_batch(client: &mut Client, batch: &EventBatch) -> anyhow::Res
         &[&batch.shop_id],
     )
     .await?;
-    let insert = tx
-        .prepare(
-            "INSERT INTO events (shop_id, seq, event_id, kind, at_ms, body)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (shop_id, seq) DO NOTHING",
-        )
-        .await?;
-    for e in &batch.events {
-        tx.execute(
-            &insert,
-            &[
-                &batch.shop_id,
-                &e.seq,
-                &e.event_id,
-                &e.kind,
-                &(e.at_ms as i64),
-                &e.body,
-            ],
-        )
-        .await?;
-    }
+    // One statement for the whole batch (row-by-row inserts halve the ingest rate).
+    let seqs: Vec<i64> = batch.events.iter().map(|e| e.seq).collect();
+    let ids: Vec<&str> = batch.events.iter().map(|e| e.event_id.as_str()).collect();
+    let kinds: Vec<&str> = batch.events.iter().map(|e| e.kind.as_str()).collect();
+    let times: Vec<i64> = batch.events.iter().map(|e| e.at_ms as i64).collect();
+    let bodies: Vec<&serde_json::Value> = batch.events.iter().map(|e| &e.body).collect();
+    tx.execute(
+        "INSERT INTO events (shop_id, seq, event_id, kind, at_ms, body)
+         SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::jsonb[])
+         ON CONFLICT (shop_id, seq) DO NOTHING",
+        &[&batch.shop_id, &seqs, &ids, &kinds, &times, &bodies],
+    )
+    .await?;
     let acked: i64 = tx
         .query_one(
             "SELECT acked_seq FROM shops WHERE shop_id = $1 FOR UPDATE",
