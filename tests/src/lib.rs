@@ -100,6 +100,18 @@ impl Shop {
         ]);
     }
 
+    /// Enrolls customers C1..C`count`, each with the iBeacon tag of minor 1..`count` under
+    /// the test UUID f7826da6-4fa2-4e98-8024-bc5b71e0893e, major 1.
+    pub fn enroll_tag_customers(&self, count: u16) {
+        let mut csv = String::from("customer_ref,display_name,tag_ids\n");
+        for c in 1..=count {
+            csv.push_str(&format!(
+                "C{c},Customer {c},ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:{c}\n"
+            ));
+        }
+        self.import_customers(&csv);
+    }
+
     /// Derives EID keys with the cloud tool and imports them, as a shop would receive them.
     pub fn enroll_eid(&self, customer_ref: &str, identity_key: &str, exponent: u8, from_s: u64) {
         let output = run(

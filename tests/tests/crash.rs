@@ -40,15 +40,7 @@ fn sigkill_at_random_moments_never_loses_or_duplicates_an_event() {
     let mut rng = Lcg(seed);
 
     let shop = Shop::new();
-    let mut customers = String::from("customer_ref,display_name,tag_ids\n");
-    for c in 1..=30 {
-        writeln!(
-            customers,
-            "C{c},Customer {c},ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:{c}"
-        )
-        .unwrap();
-    }
-    shop.import_customers(&customers);
+    shop.enroll_tag_customers(30);
     // One minute of a busy counter: thirty customers come for 15 s each, 2 s apart.
     let start = now_s() * 1000;
     let mut lines = String::new();
