@@ -197,8 +197,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         if let Ok(address) = listening_rx.await {
-            println!("POS page (a paired demo tablet): http://{address}/pos#token={tablet_token}");
+            let url = format!("http://{address}/pos#token={tablet_token}");
+            println!("POS page (a paired demo tablet): {url}");
             println!("Owner page: http://{address}/owner\n");
+            open_in_browser(&url);
         }
     });
     let stats = daemon::run(
@@ -214,6 +216,21 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
         stats.advertisements, stats.beacons, stats.recognised, stats.malformed
     );
     Ok(())
+}
+
+/// Opens `url` in the desktop's browser when there is a desktop (nothing happens on a
+/// headless machine; the URL is printed either way).
+fn open_in_browser(url: &str) {
+    let desktop = ["DISPLAY", "WAYLAND_DISPLAY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some());
+    if desktop {
+        let _ = std::process::Command::new("xdg-open")
+            .arg(url)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn();
+    }
 }
 
 fn spawn_stopper(stop: watch::Sender<bool>, duration: Option<Duration>) {

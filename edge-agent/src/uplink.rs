@@ -142,7 +142,12 @@ pub async fn run(
                         Ok(ack) if ack.up_to_seq > acked => {
                             let up_to = ack.up_to_seq;
                             let s = store.clone();
-                            tokio::task::spawn_blocking(move || s.lock().expect("store").delete_outbox_up_to(up_to)).await??;
+                            let waiting = tokio::task::spawn_blocking(move || {
+                                let mut store = s.lock().expect("store");
+                                store.delete_outbox_up_to(up_to)?;
+                                store.outbox_pending()
+                            }).await??;
+                            status.send_replace(format!("connected; {waiting} events waiting"));
                             acked = up_to;
                             sent = sent.max(acked);
                             last_progress = Instant::now();
@@ -157,7 +162,7 @@ pub async fn run(
                         tracing::warn!("uplink disconnected: {e}");
                     }
                     connected = false;
-                    status.send_replace("offline: cannot reach the broker".into());
+                    status.send_replace("offline: cannot reach the broker; events wait in the outbox".into());
                     let jitter = Duration::from_millis(rand_jitter(backoff.as_millis() as u64 / 2));
                     tokio::select! {
                         _ = tokio::time::sleep(backoff + jitter) => {}
