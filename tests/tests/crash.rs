@@ -1,6 +1,7 @@
-//! The box killed with SIGKILL at random moments while it records visits: every restart
-//! finds the store consistent. Each visit has exactly one arrival event in the outbox, each
-//! closed visit exactly one departure, and the outbox's seq has no gap and no repeat.
+//! The box killed with SIGKILL at random moments while it records visits (and, in the second
+//! test, syncs them): every restart finds the store consistent. Each visit has exactly one
+//! arrival event, each closed visit exactly one departure, and seq has no gap and no repeat,
+//! in the outbox and, after syncing, in PostgreSQL.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -8,6 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
+use tastesync_e2e::cloud::{CloudSync, Database, Mosquitto, eventually};
 use tastesync_e2e::*;
 
 const UUID: &str = "f7826da64fa24e988024bc5b71e0893e";
@@ -25,8 +27,8 @@ impl Lcg {
     }
 }
 
-#[test]
-fn sigkill_at_random_moments_never_loses_or_duplicates_an_event() {
+/// The seed of this run (set CRASH_SEED to replay a failure).
+fn seed() -> u64 {
     let seed = std::env::var("CRASH_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -37,11 +39,15 @@ fn sigkill_at_random_moments_never_loses_or_duplicates_an_event() {
                 .as_nanos() as u64
         });
     println!("CRASH_SEED={seed}");
-    let mut rng = Lcg(seed);
+    seed
+}
 
-    let shop = Shop::new();
+/// A shop recording one minute of a busy counter (thirty customers, 15 s each, 2 s apart),
+/// SIGKILLed `KILLS` times at random moments, then run once to the end of the recording.
+/// `uplink` is appended to the config's `[uplink]` section.
+fn record_with_kills(shop: &Shop, seed: u64, uplink: &str) {
+    let mut rng = Lcg(seed);
     shop.enroll_tag_customers(30);
-    // One minute of a busy counter: thirty customers come for 15 s each, 2 s apart.
     let start = now_s() * 1000;
     let mut lines = String::new();
     for tick in 0..600u64 {
@@ -58,7 +64,7 @@ fn sigkill_at_random_moments_never_loses_or_duplicates_an_event() {
     let config = shop.write(
         "edge.toml",
         &format!(
-            "database = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 40\n[presence]\nabsence_ms = 3000\n[pos]\nlisten = \"\"\n",
+            "shop_id = \"seoul-9\"\ndatabase = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 40\n[presence]\nabsence_ms = 3000\n[pos]\nlisten = \"\"\n[uplink]\n{uplink}\n",
             shop.db(),
             recording.display().to_string()
         ),
@@ -82,13 +88,11 @@ fn sigkill_at_random_moments_never_loses_or_duplicates_an_event() {
         run_once(Some(Duration::from_millis(50 + rng.next(1500))));
     }
     run_once(None); // one full run to the end: it closes what the last kill left open
+}
 
-    let visits = shop.visits_all();
-    let events: Vec<Value> = shop
-        .edge_ok(&["outbox", "--db", &shop.db(), "--limit", "1000000"])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+/// Checks events (`seq`, `type`, `body.visit_id`) against the box's visits: seq gap-free from
+/// 1, one arrival per visit, one departure per closed visit, nothing else.
+fn check_against_visits(events: &[Value], visits: &[Value], seed: u64) {
     println!(
         "{} visits, {} events after {KILLS} kills",
         visits.len(),
@@ -99,13 +103,11 @@ fn sigkill_at_random_moments_never_loses_or_duplicates_an_event() {
         "at least the last full run's visits: {}",
         visits.len()
     );
-
     let seqs: Vec<i64> = events.iter().map(|e| e["seq"].as_i64().unwrap()).collect();
     let expected: Vec<i64> = (1..=events.len() as i64).collect();
     assert_eq!(seqs, expected, "seq is gap-free (seed {seed})");
-
     let mut per_visit: HashMap<String, (usize, usize)> = HashMap::new();
-    for e in &events {
+    for e in events {
         let visit = e["body"]["visit_id"].as_str().unwrap().to_string();
         let entry = per_visit.entry(visit).or_default();
         match e["type"].as_str().unwrap() {
@@ -119,7 +121,7 @@ fn sigkill_at_random_moments_never_loses_or_duplicates_an_event() {
         visits.len(),
         "no event without a visit, no visit without events (seed {seed})"
     );
-    for v in &visits {
+    for v in visits {
         let id = v["visit_id"].as_str().unwrap();
         let (arrivals, departures) = per_visit.get(id).copied().unwrap_or_default();
         assert_eq!(arrivals, 1, "visit {id} (seed {seed})");
@@ -133,4 +135,71 @@ fn sigkill_at_random_moments_never_loses_or_duplicates_an_event() {
         visits.iter().all(|v| !v["left_at_ms"].is_null()),
         "every visit closed at the end"
     );
+}
+
+#[test]
+fn sigkill_at_random_moments_never_loses_or_duplicates_an_event() {
+    let seed = seed();
+    let shop = Shop::new();
+    record_with_kills(&shop, seed, "");
+    let events: Vec<Value> = shop
+        .edge_ok(&["outbox", "--db", &shop.db(), "--limit", "1000000"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    check_against_visits(&events, &shop.visits_all(), seed);
+}
+
+#[test]
+fn sigkill_while_syncing_loses_and_duplicates_nothing_in_postgres() {
+    let seed = seed();
+    let shop = Shop::new();
+    let broker = Mosquitto::start("allow_anonymous true");
+    let database = Database::create();
+    let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-crash");
+    let uplink = format!(
+        "broker = {:?}\nbatch_size = 10\nack_timeout_secs = 2",
+        broker.address()
+    );
+    record_with_kills(&shop, seed, &uplink);
+    // Let what the last run left in the outbox drain, with the box running on a quiet shop.
+    let start = now_s() * 1000;
+    let quiet: String = (0..120)
+        .map(|i| {
+            format!(
+                r#"{{"t_ms":{},"address":"c0:00:00:00:00:99","rssi":-90,"data":"020106"}}"#,
+                start + i * 1000
+            ) + "\n"
+        })
+        .collect();
+    let quiet = shop.write("quiet.jsonl", &quiet);
+    let config = shop.write(
+        "drain.toml",
+        &format!(
+            "shop_id = \"seoul-9\"\ndatabase = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\n[pos]\nlisten = \"\"\n[uplink]\n{uplink}\n",
+            shop.db(),
+            quiet.display().to_string()
+        ),
+    );
+    let daemon = KillOnDrop(
+        Command::new(bin("tastesync-edge"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let drained = eventually(60, || {
+        shop.edge_ok(&["outbox", "--db", &shop.db()]).is_empty()
+    });
+    drop(daemon);
+    assert!(drained, "the outbox drained");
+    let events: Vec<Value> = database
+        .query("SELECT seq, kind, body->>'visit_id' FROM events WHERE shop_id = 'seoul-9' ORDER BY seq")
+        .iter()
+        .map(|row| {
+            let cols: Vec<&str> = row.split('|').collect();
+            serde_json::json!({"seq": cols[0].parse::<i64>().unwrap(), "type": cols[1], "body": {"visit_id": cols[2]}})
+        })
+        .collect();
+    check_against_visits(&events, &shop.visits_all(), seed);
 }
