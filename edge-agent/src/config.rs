@@ -18,6 +18,9 @@ pub struct Config {
     pub shop_id: String,
     /// The SQLite database file.
     pub database: PathBuf,
+    /// Largest size of the database in MB (0: as large as the disk allows). When it is full
+    /// (or the disk is), the box keeps alerting and says so; see firmware-notes.
+    pub database_max_mb: u64,
     pub scanner: ScannerConfig,
     pub presence: PresenceConfig,
     pub eid: EidConfig,
@@ -91,6 +94,7 @@ impl Default for Config {
         Config {
             shop_id: "shop".into(),
             database: PathBuf::from("/var/lib/tastesync/edge.db"),
+            database_max_mb: 0,
             scanner: ScannerConfig::default(),
             presence: PresenceConfig::default(),
             eid: EidConfig::default(),

@@ -104,14 +104,17 @@ pub async fn run(
         scanner_running: true,
         pipeline: PipelineStats::default(),
         cloud_sync: "not configured".into(),
+        storage: "ok".into(),
     });
     let server = if config.pos.listen.is_empty() {
         None
     } else {
+        let pos_store = Store::open(&config.database)?;
+        pos_store.limit_size(config.database_max_mb)?;
         let server = pos::serve(
             &config.pos,
             &config.shop_id,
-            Store::open(&config.database)?,
+            pos_store,
             hub.clone(),
             health_rx,
             shutdown.clone(),
@@ -140,14 +143,30 @@ pub async fn run(
     let source_task = tokio::spawn(run_source(source, ad_tx, shutdown.clone()));
 
     let (event_tx, event_rx) = std::sync::mpsc::channel::<PresenceEvent>();
+    store.limit_size(config.database_max_mb)?;
+    let (storage_tx, storage_rx) = watch::channel(String::from("ok"));
+    let mut unrecorded: u64 = 0;
     let store_thread =
         std::thread::Builder::new()
             .name("store".into())
             .spawn(move || -> anyhow::Result<()> {
                 for event in event_rx {
-                    record(&mut store, &event)?;
+                    // A failed write (a full disk) must not stop the box: alerts go on, the
+                    // failure is logged and shown on the owner page, and nothing already
+                    // stored is touched.
+                    match record(&mut store, &event) {
+                        Ok(()) => storage_tx.send_if_modified(|s| std::mem::replace(s, "ok".into()) != "ok"),
+                        Err(e) => {
+                            unrecorded += 1;
+                            tracing::error!(unrecorded, "{e:#}; free disk space (or raise database_max_mb)");
+                            storage_tx.send_replace(format!(
+                                "cannot write ({unrecorded} events not recorded): disk or database_max_mb full"
+                            ));
+                            true
+                        }
+                    };
                     if let Err(e) = publish(&hub, &mut store, &event) {
-                        tracing::error!("cannot send an alert to the tablets: {e:#}");
+                        tracing::error!("alert sent live only: {e:#}");
                     }
                     if let Some(hook) = hook.as_mut() {
                         hook(&store, &event);
@@ -177,6 +196,7 @@ pub async fn run(
                 health_tx.send_modify(|h| {
                     h.pipeline = pipeline.stats();
                     h.cloud_sync = sync_rx.borrow().clone();
+                    h.storage = storage_rx.borrow().clone();
                 });
                 if let Some(snapshot) = reader.changed_snapshot().await? {
                     pipeline.apply_snapshot(snapshot, last_at.filter(|_| !live).unwrap_or_else(now_ms));

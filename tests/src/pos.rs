@@ -69,15 +69,7 @@ impl PosBox {
 
     /// Pairs a tablet; returns its token.
     pub fn pair(&self, name: &str) -> String {
-        let response = self
-            .http
-            .post(self.url("/api/pair"))
-            .json(&serde_json::json!({"code": self.pairing_code(), "name": name}))
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        let body: serde_json::Value = response.json().unwrap();
-        body["token"].as_str().unwrap().to_string()
+        pair(&self.base, &self.pairing_code(), name)
     }
 
     /// The tag of customer C<minor> advertises near the counter three times: an arrival.
@@ -113,37 +105,53 @@ impl PosBox {
         panic!("{count} customers never became present");
     }
 
-    /// Opens the live stream; events arrive on the returned channel as (id, kind, data).
+    /// Opens the live stream; events arrive on the returned channel.
     pub fn stream(&self, token: &str, last_event_id: Option<i64>) -> mpsc::Receiver<SseEvent> {
-        let mut request = self
-            .http
-            .get(self.url(&format!("/api/stream?token={token}")))
-            .timeout(Duration::from_secs(3600));
-        if let Some(id) = last_event_id {
-            request = request.header("Last-Event-ID", id.to_string());
-        }
-        let response = request.send().unwrap();
-        assert_eq!(response.status(), 200);
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut event = SseEvent::default();
-            for line in BufReader::new(response).lines().map_while(Result::ok) {
-                if line.is_empty() {
-                    if !event.kind.is_empty() && tx.send(std::mem::take(&mut event)).is_err() {
-                        return;
-                    }
-                    event = SseEvent::default();
-                } else if let Some(v) = line.strip_prefix("id: ") {
-                    event.id = v.parse().unwrap_or(-1);
-                } else if let Some(v) = line.strip_prefix("event: ") {
-                    event.kind = v.to_string();
-                } else if let Some(v) = line.strip_prefix("data: ") {
-                    event.data = serde_json::from_str(v).unwrap_or(serde_json::Value::Null);
-                }
-            }
-        });
-        rx
+        stream(&self.base, token, last_event_id)
     }
+}
+
+/// Pairs a tablet with the box at `base` using `code`; returns the tablet's token.
+pub fn pair(base: &str, code: &str, name: &str) -> String {
+    let response = reqwest::blocking::Client::new()
+        .post(format!("{base}/api/pair"))
+        .json(&serde_json::json!({"code": code, "name": name}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    let body: serde_json::Value = response.json().unwrap();
+    body["token"].as_str().unwrap().to_string()
+}
+
+/// Opens the live stream of the box at `base`; events arrive on the returned channel.
+pub fn stream(base: &str, token: &str, last_event_id: Option<i64>) -> mpsc::Receiver<SseEvent> {
+    let mut request = reqwest::blocking::Client::new()
+        .get(format!("{base}/api/stream?token={token}"))
+        .timeout(Duration::from_secs(3600));
+    if let Some(id) = last_event_id {
+        request = request.header("Last-Event-ID", id.to_string());
+    }
+    let response = request.send().unwrap();
+    assert_eq!(response.status(), 200);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut event = SseEvent::default();
+        for line in BufReader::new(response).lines().map_while(Result::ok) {
+            if line.is_empty() {
+                if !event.kind.is_empty() && tx.send(std::mem::take(&mut event)).is_err() {
+                    return;
+                }
+                event = SseEvent::default();
+            } else if let Some(v) = line.strip_prefix("id: ") {
+                event.id = v.parse().unwrap_or(-1);
+            } else if let Some(v) = line.strip_prefix("event: ") {
+                event.kind = v.to_string();
+            } else if let Some(v) = line.strip_prefix("data: ") {
+                event.data = serde_json::from_str(v).unwrap_or(serde_json::Value::Null);
+            }
+        }
+    });
+    rx
 }
 
 impl Drop for PosBox {

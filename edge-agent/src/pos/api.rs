@@ -448,6 +448,13 @@ async fn forward(
         }
         tokio::select! {
             received = live.recv() => match received {
+                Ok(event) if event.id == 0 => {
+                    // Live only (the log could not be written): no id, nothing to resume.
+                    let frame = Event::default().event(event.kind.as_str()).data(event.body.as_str());
+                    if tx.send(frame).await.is_err() {
+                        return;
+                    }
+                }
                 Ok(event) if event.id > last => {
                     if tx.send(sse(&event)).await.is_err() {
                         return;

@@ -1,7 +1,8 @@
 //! The live event hub: every event tablets see (arrivals, departures, acknowledgements) is
 //! appended to the store's event log and then broadcast, under one lock, so event ids reach
 //! every tablet in increasing order. A tablet that reconnects with its last event id gets
-//! exactly what it missed from the log, then the live feed, each event once.
+//! exactly what it missed from the log, then the live feed, each event once. When the log
+//! cannot be written (a full disk), events still go out live, with id 0 and no resume.
 
 use std::sync::{Arc, Mutex};
 
@@ -48,7 +49,18 @@ impl EventHub {
     ) -> anyhow::Result<i64> {
         let body = serde_json::to_string(body)?;
         let _order = self.append_lock.lock().expect("hub lock");
-        let id = store.append_pos_event(kind, customer, &body, at)?;
+        let id = match store.append_pos_event(kind, customer, &body, at) {
+            Ok(id) => id,
+            Err(e) => {
+                // The disk is full: tablets still get the event now (id 0: not resumable).
+                let _ = self.sender.send(PosEvent {
+                    id: 0,
+                    kind: kind.to_string(),
+                    body,
+                });
+                return Err(e.context("the event log could not be written; sent live only"));
+            }
+        };
         // No receivers is fine: no tablet is connected.
         let _ = self.sender.send(PosEvent {
             id,

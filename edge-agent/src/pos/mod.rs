@@ -32,8 +32,10 @@ pub struct Health {
     pub scanner: String,
     pub scanner_running: bool,
     pub pipeline: PipelineStats,
-    /// Cloud sync status; the sync is not built yet.
+    /// Cloud sync status.
     pub cloud_sync: String,
+    /// `ok`, or why events cannot be recorded (a full disk).
+    pub storage: String,
 }
 
 /// Shared by every request.

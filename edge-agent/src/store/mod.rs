@@ -76,6 +76,19 @@ impl Store {
         Ok(store)
     }
 
+    /// Caps the database at `max_mb` megabytes (0: no cap). Writes past it fail as on a full
+    /// disk, which is also how a full disk is tested.
+    pub fn limit_size(&self, max_mb: u64) -> anyhow::Result<()> {
+        if max_mb > 0 {
+            let page_size: u64 = self
+                .conn
+                .pragma_query_value(None, "page_size", |r| r.get(0))?;
+            self.conn
+                .pragma_update(None, "max_page_count", max_mb * 1024 * 1024 / page_size)?;
+        }
+        Ok(())
+    }
+
     /// A counter that triggers bump on every change to customers, tags or EID keys, so the
     /// daemon notices an import by another process without reloading after every visit.
     pub fn customers_revision(&self) -> anyhow::Result<i64> {

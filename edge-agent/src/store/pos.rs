@@ -97,7 +97,29 @@ pub struct OwnerSummary {
 impl Store {
     /// Builds the alert of a visit that just started.
     pub fn alert_for(&self, arrived: &CustomerArrived) -> anyhow::Result<Option<Alert>> {
-        self.alert(&arrived.visit_id.to_string())
+        let visit_id = arrived.visit_id.to_string();
+        if let Some(alert) = self.alert(&visit_id)? {
+            return Ok(Some(alert));
+        }
+        // The visit could not be stored (a full disk): alert from the customer alone.
+        let Some(customer) = self.customer(arrived.customer)? else {
+            return Ok(None);
+        };
+        Ok(Some(Alert {
+            visit_id,
+            visit_count: self.visit_count(customer.id)? + 1,
+            last_visit_ms: self.previous_visit(customer.id, arrived.arrived_at_ms)?,
+            usual_order: self.usual_order(customer.id, 3)?,
+            customer_ref: customer.customer_ref,
+            display_name: customer.display_name,
+            tier: customer.tier,
+            notes: customer.notes,
+            preferences: customer.preferences,
+            suggestions: Vec::new(),
+            zone: arrived.zone.clone(),
+            arrived_at_ms: arrived.arrived_at_ms,
+            acknowledged_by: None,
+        }))
     }
 
     /// The alert of a visit, with its acknowledgement state.

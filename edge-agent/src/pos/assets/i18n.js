@@ -19,7 +19,7 @@ const TEXT = {
     tablets: "Paired tablets", pair_tablet: "Pair a tablet", code_valid: "Code valid for 10 minutes",
     revoke: "Unpair", revoked: "unpaired", health: "Box health", scanner: "Scanner",
     running: "running", stopped: "stopped", last_adv: "Last advertisement", advertisements: "Advertisements",
-    recognised: "From customers", cloud: "Cloud sync", not_configured: "not configured", none_yet: "none yet", min: "min",
+    recognised: "From customers", cloud: "Cloud sync", not_configured: "not configured", storage: "Storage", ok: "ok", none_yet: "none yet", min: "min",
     ago_now: "just now", ago_min: "{n} min ago", ago_h: "{n} h ago", ago_d: "{n} days ago",
   },
   ko: {
@@ -41,7 +41,7 @@ const TEXT = {
     tablets: "연결된 태블릿", pair_tablet: "태블릿 연결하기", code_valid: "코드는 10분간 유효",
     revoke: "연결 해제", revoked: "해제됨", health: "장치 상태", scanner: "스캐너",
     running: "작동 중", stopped: "멈춤", last_adv: "마지막 신호", advertisements: "수신한 신호",
-    recognised: "고객 신호", cloud: "클라우드 동기화", not_configured: "설정 안 됨", none_yet: "아직 없음", min: "분",
+    recognised: "고객 신호", cloud: "클라우드 동기화", not_configured: "설정 안 됨", storage: "저장 공간", ok: "정상", none_yet: "아직 없음", min: "분",
     ago_now: "방금", ago_min: "{n}분 전", ago_h: "{n}시간 전", ago_d: "{n}일 전",
   },
 };

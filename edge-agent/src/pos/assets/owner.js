@@ -69,6 +69,7 @@ function render() {
     [t("recognised"), p.recognised],
     [t("tablets"), overview.connected_tablets],
     [t("cloud"), h.cloud_sync === "not configured" ? t("not_configured") : h.cloud_sync],
+    [t("storage"), h.storage === "ok" ? t("ok") : h.storage],
   ];
   document.getElementById("health").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
 }
