@@ -47,6 +47,9 @@ pub struct UplinkConfig {
     pub window_batches: usize,
     /// Resend from the last acknowledged seq when nothing was acknowledged for this long.
     pub ack_timeout_secs: u64,
+    /// MQTT keep-alive: the broker publishes the `offline` last will about 1.5 times this
+    /// long after the box goes silent.
+    pub keep_alive_secs: u64,
 }
 
 impl Default for UplinkConfig {
@@ -62,6 +65,7 @@ impl Default for UplinkConfig {
             batch_size: 500,
             window_batches: 8,
             ack_timeout_secs: 10,
+            keep_alive_secs: 15,
         }
     }
 }
@@ -96,7 +100,7 @@ pub async fn run(
     let (host, port) = broker_address(&uplink.broker)?;
     let shop = config.shop_id.clone();
     let mut options = MqttOptions::new(format!("tastesync-edge-{shop}"), host, port);
-    options.set_keep_alive(Duration::from_secs(15));
+    options.set_keep_alive(Duration::from_secs(uplink.keep_alive_secs.max(1)));
     options.set_clean_session(true);
     options.set_max_packet_size(wire::MAX_PAYLOAD + 4096, wire::MAX_PAYLOAD + 4096);
     options.set_last_will(LastWill::new(

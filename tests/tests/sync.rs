@@ -341,3 +341,22 @@ fn run_online_once(shop: &Shop, shop_id: &str, uplink: &str) -> String {
         .unwrap();
     stderr(&output)
 }
+
+#[test]
+fn hq_sees_a_box_drop_through_its_last_will() {
+    let shop = Shop::new();
+    record_offline(&shop, "seoul-5", 1);
+    let broker = Mosquitto::start("allow_anonymous true");
+    let database = Database::create();
+    let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-will");
+    let uplink = format!("broker = {:?}\nkeep_alive_secs = 1", broker.address());
+    let mut daemon = run_online(&shop, "seoul-5", &uplink);
+    let online = || database.query("SELECT online FROM shops WHERE shop_id = 'seoul-5'");
+    assert!(eventually(10, || online() == ["t"]), "online while running");
+    let _ = daemon.0.kill(); // a power cut: no goodbye
+    let _ = daemon.0.wait();
+    assert!(
+        eventually(10, || online() == ["f"]),
+        "the broker published the last will"
+    );
+}
