@@ -77,7 +77,7 @@ pub async fn run(
     config: &Config,
     source: Source,
     shutdown: watch::Receiver<bool>,
-    mut hook: Option<EventHook>,
+    hook: Option<EventHook>,
     listening: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<PipelineStats> {
     let mut store = Store::open(&config.database)?;
@@ -145,35 +145,9 @@ pub async fn run(
     let (event_tx, event_rx) = std::sync::mpsc::channel::<PresenceEvent>();
     store.limit_size(config.database_max_mb)?;
     let (storage_tx, storage_rx) = watch::channel(String::from("ok"));
-    let mut unrecorded: u64 = 0;
-    let store_thread =
-        std::thread::Builder::new()
-            .name("store".into())
-            .spawn(move || -> anyhow::Result<()> {
-                for event in event_rx {
-                    // A failed write (a full disk) must not stop the box: alerts go on, the
-                    // failure is logged and shown on the owner page, and nothing already
-                    // stored is touched.
-                    match record(&mut store, &event) {
-                        Ok(()) => storage_tx.send_if_modified(|s| std::mem::replace(s, "ok".into()) != "ok"),
-                        Err(e) => {
-                            unrecorded += 1;
-                            tracing::error!(unrecorded, "{e:#}; free disk space (or raise database_max_mb)");
-                            storage_tx.send_replace(format!(
-                                "cannot write ({unrecorded} events not recorded): disk or database_max_mb full"
-                            ));
-                            true
-                        }
-                    };
-                    if let Err(e) = publish(&hub, &mut store, &event) {
-                        tracing::error!("alert sent live only: {e:#}");
-                    }
-                    if let Some(hook) = hook.as_mut() {
-                        hook(&store, &event);
-                    }
-                }
-                Ok(())
-            })?;
+    let store_thread = std::thread::Builder::new()
+        .name("store".into())
+        .spawn(move || record_events(store, event_rx, hub, storage_tx, hook))?;
 
     let mut reader = IndexReader::open(config.database.clone()).await?;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -293,6 +267,44 @@ async fn run_source(
             }
         }
     }
+}
+
+/// The store thread: records each event, then sends it to the tablets and the hook.
+///
+/// A failed write (a full disk) must not stop the box: alerts go on, the failure is logged,
+/// counted and shown on the owner page, and nothing already stored is touched.
+fn record_events(
+    mut store: Store,
+    events: std::sync::mpsc::Receiver<PresenceEvent>,
+    hub: EventHub,
+    storage: watch::Sender<String>,
+    mut hook: Option<EventHook>,
+) -> anyhow::Result<()> {
+    let mut unrecorded: u64 = 0;
+    for event in events {
+        match record(&mut store, &event) {
+            Ok(()) => {
+                storage.send_if_modified(|s| std::mem::replace(s, "ok".into()) != "ok");
+            }
+            Err(e) => {
+                unrecorded += 1;
+                tracing::error!(
+                    unrecorded,
+                    "{e:#}; free disk space (or raise database_max_mb)"
+                );
+                storage.send_replace(format!(
+                    "cannot write ({unrecorded} events not recorded): disk or database_max_mb full"
+                ));
+            }
+        }
+        if let Err(e) = publish(&hub, &mut store, &event) {
+            tracing::error!("alert sent live only: {e:#}");
+        }
+        if let Some(hook) = hook.as_mut() {
+            hook(&store, &event);
+        }
+    }
+    Ok(())
 }
 
 /// Sends an event to the tablets: arrivals as full alerts, departures by visit id.
