@@ -112,6 +112,42 @@ impl Shop {
         self.import_customers(&csv);
     }
 
+    /// A recording of a quiet shop: one faint unknown advertisement per `step_ms` for
+    /// `count` steps from now. It keeps a replaying box running that long.
+    pub fn quiet_recording(&self, name: &str, count: u64, step_ms: u64) -> PathBuf {
+        let start = now_s() * 1000;
+        let lines: String = (0..count)
+            .map(|i| {
+                format!(
+                    r#"{{"t_ms":{},"address":"c0:00:00:00:00:99","rssi":-90,"data":"020106"}}"#,
+                    start + i * step_ms
+                ) + "\n"
+            })
+            .collect();
+        self.write(name, &lines)
+    }
+
+    /// Runs the box as `shop_id` with its uplink (`uplink`: the `[uplink]` keys), on a quiet
+    /// two-minute recording that keeps it running; killed when the guard drops.
+    pub fn run_online(&self, shop_id: &str, uplink: &str) -> KillOnDrop {
+        let quiet = self.quiet_recording("quiet.jsonl", 120, 1000);
+        let config = self.write(
+            "online.toml",
+            &format!(
+                "shop_id = {shop_id:?}\ndatabase = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\n[pos]\nlisten = \"\"\n[uplink]\n{uplink}\n",
+                self.db(),
+                quiet.display().to_string()
+            ),
+        );
+        KillOnDrop(
+            std::process::Command::new(bin("tastesync-edge"))
+                .args(["run", "--config", config.to_str().unwrap()])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
     /// Derives EID keys with the cloud tool and imports them, as a shop would receive them.
     pub fn enroll_eid(&self, customer_ref: &str, identity_key: &str, exponent: u8, from_s: u64) {
         let output = run(

@@ -163,31 +163,7 @@ fn sigkill_while_syncing_loses_and_duplicates_nothing_in_postgres() {
     );
     record_with_kills(&shop, seed, &uplink);
     // Let what the last run left in the outbox drain, with the box running on a quiet shop.
-    let start = now_s() * 1000;
-    let quiet: String = (0..120)
-        .map(|i| {
-            format!(
-                r#"{{"t_ms":{},"address":"c0:00:00:00:00:99","rssi":-90,"data":"020106"}}"#,
-                start + i * 1000
-            ) + "\n"
-        })
-        .collect();
-    let quiet = shop.write("quiet.jsonl", &quiet);
-    let config = shop.write(
-        "drain.toml",
-        &format!(
-            "shop_id = \"seoul-9\"\ndatabase = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\n[pos]\nlisten = \"\"\n[uplink]\n{uplink}\n",
-            shop.db(),
-            quiet.display().to_string()
-        ),
-    );
-    let daemon = KillOnDrop(
-        Command::new(bin("tastesync-edge"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let daemon = shop.run_online("seoul-9", &uplink);
     let drained = eventually(60, || {
         shop.edge_ok(&["outbox", "--db", &shop.db()]).is_empty()
     });

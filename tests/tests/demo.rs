@@ -10,7 +10,7 @@ fn the_demo_shows_arrivals_with_what_staff_need_to_know() {
         &[
             "demo",
             "--duration",
-            "12",
+            "20",
             "--listen",
             "127.0.0.1:0",
             "--db",

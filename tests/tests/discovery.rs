@@ -1,7 +1,6 @@
 //! mDNS/DNS-SD: a tablet finds the box without an IP address. Announced and browsed on the
 //! loopback interface only, so the test sends nothing onto the network.
 
-use std::fmt::Write;
 use std::process::{Command, Stdio};
 
 use tastesync_e2e::*;
@@ -9,18 +8,8 @@ use tastesync_e2e::*;
 #[test]
 fn the_box_announces_its_pos_and_discover_finds_it() {
     let shop = Shop::new();
-    let start = now_s() * 1000;
-    let mut lines = String::new();
-    for i in 0..40u64 {
-        // Forty seconds of a quiet shop keep the daemon running during the test.
-        writeln!(
-            lines,
-            r#"{{"t_ms":{},"address":"c0:00:00:00:00:01","rssi":-90,"data":"020106"}}"#,
-            start + i * 1000
-        )
-        .unwrap();
-    }
-    let recording = shop.write("quiet.jsonl", &lines);
+    // Forty seconds of a quiet shop keep the daemon running during the test.
+    let recording = shop.quiet_recording("quiet.jsonl", 40, 1000);
     let config = shop.write(
         "edge.toml",
         &format!(

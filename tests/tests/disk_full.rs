@@ -25,16 +25,7 @@ fn a_full_database_never_stops_alerts_and_says_so() {
     }
     shop.import_customers(&customers);
     // First, with room to spare, the owner pairs a tablet.
-    let start = now_s() * 1000;
-    let quiet: String = (0..30u64)
-        .map(|i| {
-            format!(
-                r#"{{"t_ms":{},"address":"c0:00:00:00:00:09","rssi":-90,"data":"020106"}}"#,
-                start + i * 100
-            ) + "\n"
-        })
-        .collect();
-    let quiet = shop.write("quiet.jsonl", &quiet);
+    let quiet = shop.quiet_recording("quiet.jsonl", 30, 100);
     let roomy = shop.write("roomy.toml", &config_text(&shop, &quiet, 0));
     let daemon = Daemon::start(&roomy, "unix:path=/nonexistent");
     let base = address(&daemon);

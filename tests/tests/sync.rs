@@ -3,7 +3,7 @@
 //! the dead-letter table.
 
 use std::fmt::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use tastesync_e2e::cloud::{
     CloudSync, Database, Mosquitto, eventually, free_port, make_certificates,
@@ -40,35 +40,6 @@ fn record_offline(shop: &Shop, shop_id: &str, visits: u64) -> Vec<serde_json::Va
     );
     shop.edge_ok(&["run", "--config", config.to_str().unwrap()]);
     outbox(shop)
-}
-
-/// Runs the box online (a quiet two-minute replay keeps it running) with `uplink` settings.
-fn run_online(shop: &Shop, shop_id: &str, uplink: &str) -> KillOnDrop {
-    let start = now_s() * 1000;
-    let quiet: String = (0..120)
-        .map(|i| {
-            format!(
-                r#"{{"t_ms":{},"address":"c0:00:00:00:00:99","rssi":-90,"data":"020106"}}"#,
-                start + i * 1000
-            ) + "\n"
-        })
-        .collect();
-    let quiet = shop.write("quiet.jsonl", &quiet);
-    let config = shop.write(
-        "online.toml",
-        &format!(
-            "shop_id = {shop_id:?}\ndatabase = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\n[pos]\nlisten = \"\"\n[uplink]\n{uplink}\n",
-            shop.db(),
-            quiet.display().to_string()
-        ),
-    );
-    KillOnDrop(
-        Command::new(bin("tastesync-edge"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
 }
 
 /// The rows PostgreSQL holds for a shop, as `seq|event_id|type`.
@@ -115,11 +86,7 @@ fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() 
     let broker = Mosquitto::start("allow_anonymous true");
     let database = Database::create();
     let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-a");
-    let daemon = run_online(
-        &shop,
-        "seoul-1",
-        &format!("broker = {:?}", broker.address()),
-    );
+    let daemon = shop.run_online("seoul-1", &format!("broker = {:?}", broker.address()));
     let drained = eventually(30, || outbox(&shop).is_empty());
     let rows = stored(&database, "seoul-1");
     let online_status = database.query("SELECT online FROM shops WHERE shop_id = 'seoul-1'");
@@ -196,7 +163,7 @@ fn broker_restart_and_cloud_sync_killed_mid_stream_lose_and_duplicate_nothing() 
         "broker = {:?}\nbatch_size = 20\nwindow_batches = 2\nack_timeout_secs = 2",
         broker.address()
     );
-    let daemon = run_online(&shop, "seoul-3", &uplink);
+    let daemon = shop.run_online("seoul-3", &uplink);
     assert!(
         eventually(20, || stored(&database, "seoul-3").len() >= 200),
         "the drain started"
@@ -241,7 +208,7 @@ fn shops_are_confined_to_their_own_topics() {
         "broker = {:?}\nusername = \"seoul-1\"\npassword = \"pw-seoul\"",
         broker.address()
     );
-    let daemon = run_online(&shop, "seoul-1", &uplink);
+    let daemon = shop.run_online("seoul-1", &uplink);
     let drained = eventually(20, || outbox(&shop).is_empty());
     drop(daemon);
     assert!(drained, "a shop with its own credentials syncs");
@@ -300,7 +267,7 @@ fn a_shop_syncs_over_tls_with_its_client_certificate_and_only_its_own() {
         )
     };
     // With its own certificate, seoul-1 syncs over TLS.
-    let daemon = run_online(&shop, "seoul-1", &tls("seoul-1"));
+    let daemon = shop.run_online("seoul-1", &tls("seoul-1"));
     let drained = eventually(20, || outbox(&shop).is_empty());
     drop(daemon);
     assert!(drained, "synced over TLS");
@@ -311,7 +278,7 @@ fn a_shop_syncs_over_tls_with_its_client_certificate_and_only_its_own() {
     let other = Shop::new();
     let backlog = record_offline(&other, "seoul-1", 3);
     assert_eq!(backlog.len(), 6);
-    let daemon = run_online(&other, "seoul-1", &tls("busan-2"));
+    let daemon = other.run_online("seoul-1", &tls("busan-2"));
     std::thread::sleep(std::time::Duration::from_secs(3));
     drop(daemon);
     assert_eq!(outbox(&other).len(), 6, "nothing acknowledged");
@@ -331,7 +298,7 @@ fn a_shop_syncs_over_tls_with_its_client_certificate_and_only_its_own() {
 
 /// Runs the box online once and returns its error output (for configurations it refuses).
 fn run_online_once(shop: &Shop, shop_id: &str, uplink: &str) -> String {
-    let mut daemon = run_online(shop, shop_id, uplink);
+    let mut daemon = shop.run_online(shop_id, uplink);
     let status = daemon.0.wait().unwrap();
     assert!(!status.success());
     let config = shop.path("online.toml");
@@ -350,7 +317,7 @@ fn hq_sees_a_box_drop_through_its_last_will() {
     let database = Database::create();
     let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-will");
     let uplink = format!("broker = {:?}\nkeep_alive_secs = 1", broker.address());
-    let mut daemon = run_online(&shop, "seoul-5", &uplink);
+    let mut daemon = shop.run_online("seoul-5", &uplink);
     let online = || database.query("SELECT online FROM shops WHERE shop_id = 'seoul-5'");
     assert!(eventually(10, || online() == ["t"]), "online while running");
     let _ = daemon.0.kill(); // a power cut: no goodbye
