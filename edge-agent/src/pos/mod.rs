@@ -70,7 +70,7 @@ pub async fn serve(
     let retention = Duration::from_secs(config.retention_secs);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen} for the POS (is another program using the port? set pos.listen)"))?;
+        .with_context(|| format!("cannot listen on {listen} for the POS (is another program using the port? choose another: pos.listen in the config, or --listen for the demo)"))?;
     let address = listener.local_addr()?;
     let state = Arc::new(PosState {
         store: Arc::new(Mutex::new(store)),
