@@ -47,10 +47,7 @@ impl Default for Config {
 
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut db = db::connect(&config.database_url).await?;
-    let (host, port) = config
-        .broker
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+    let (host, port) = wire::parse_broker(&config.broker)
         .with_context(|| format!("broker {:?} must be host:port", config.broker))?;
     let mut options = MqttOptions::new(config.client_id.clone(), host, port);
     options.set_keep_alive(Duration::from_secs(15));

@@ -83,10 +83,8 @@ pub fn validate(uplink: &UplinkConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn broker_address(broker: &str) -> anyhow::Result<(String, u16)> {
-    broker
-        .rsplit_once(':')
-        .and_then(|(h, p)| Some((h.to_string(), p.parse::<u16>().ok()?)))
+fn broker_address(broker: &str) -> anyhow::Result<(&str, u16)> {
+    wire::parse_broker(broker)
         .with_context(|| format!("uplink.broker {broker:?} must be host:port"))
 }
 

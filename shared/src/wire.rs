@@ -39,6 +39,12 @@ pub fn parse_topic(topic: &str) -> Option<(&str, &str)> {
     (is_valid_shop_id(shop) && !leaf.contains('/')).then_some((shop, leaf))
 }
 
+/// A broker address `host:port`, as both sides' configurations give it.
+pub fn parse_broker(address: &str) -> Option<(&str, u16)> {
+    let (host, port) = address.rsplit_once(':')?;
+    Some((host, port.parse().ok()?)).filter(|(host, _)| !host.is_empty())
+}
+
 /// Shop ids: 1 to 64 letters, digits, `-` or `_` (no MQTT wildcards or separators).
 pub fn is_valid_shop_id(shop_id: &str) -> bool {
     (1..=64).contains(&shop_id.len())
