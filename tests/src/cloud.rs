@@ -205,61 +205,50 @@ impl Mosquitto {
         self.publish_as(None, topic, payload);
     }
 
+    /// A mosquitto_pub or mosquitto_sub command aimed at this broker, QoS 1.
+    fn client(&self, program: &str, user: Option<(&str, &str)>, topic: &str) -> Command {
+        let mut command = Command::new(program);
+        command.args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &self.port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+        ]);
+        if let Some((name, password)) = user {
+            command.args(["-u", name, "-P", password]);
+        }
+        command
+    }
+
     /// Publishes a file's content (for payloads too large for a command-line argument).
     pub fn publish_file(&self, topic: &str, path: &std::path::Path) {
-        let status = Command::new("mosquitto_pub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                topic,
-                "-f",
-            ])
+        let status = self
+            .client("mosquitto_pub", None, topic)
+            .arg("-f")
             .arg(path)
-            .status()
-            .unwrap();
-        assert!(status.success());
+            .status();
+        assert!(status.unwrap().success());
     }
 
     /// Publishes as a user (`(name, password)`), QoS 1.
     pub fn publish_as(&self, user: Option<(&str, &str)>, topic: &str, payload: &str) {
-        let mut command = Command::new("mosquitto_pub");
-        command.args(["-h", "127.0.0.1", "-p", &self.port.to_string(), "-q", "1"]);
-        command.args(["-t", topic, "-m", payload]);
-        if let Some((name, password)) = user {
-            command.args(["-u", name, "-P", password]);
-        }
-        assert!(command.status().unwrap().success());
+        let status = self
+            .client("mosquitto_pub", user, topic)
+            .args(["-m", payload])
+            .status();
+        assert!(status.unwrap().success());
     }
 
     /// Subscribes as a user in the background; the returned child prints the first message
     /// received within `seconds` (nothing if none arrives or the broker refuses).
-    pub fn subscribe_as(&self, (name, password): (&str, &str), topic: &str, seconds: u32) -> Child {
-        let child = Command::new("mosquitto_sub")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-q",
-                "1",
-                "-t",
-                topic,
-            ])
-            .args([
-                "-u",
-                name,
-                "-P",
-                password,
-                "-C",
-                "1",
-                "-W",
-                &seconds.to_string(),
-            ])
+    pub fn subscribe_as(&self, user: (&str, &str), topic: &str, seconds: u32) -> Child {
+        let child = self
+            .client("mosquitto_sub", Some(user), topic)
+            .args(["-C", "1", "-W", &seconds.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

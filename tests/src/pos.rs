@@ -82,6 +82,30 @@ impl PosBox {
         }
     }
 
+    /// Sets the owner's PIN (first use) and returns the owner's session token.
+    pub fn owner_session(&self, pin: &str) -> String {
+        let response = self
+            .http
+            .post(self.url("/api/owner/setup"))
+            .json(&serde_json::json!({"pin": pin}))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 201);
+        let body: serde_json::Value = response.json().unwrap();
+        body["token"].as_str().unwrap().to_string()
+    }
+
+    /// The owner page's data.
+    pub fn overview(&self, owner: &str) -> serde_json::Value {
+        self.http
+            .get(self.url("/api/owner/overview"))
+            .bearer_auth(owner)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
     /// Customers present, as a tablet sees them.
     pub fn present(&self, token: &str) -> serde_json::Value {
         self.http

@@ -53,15 +53,7 @@ fn tablets_must_be_paired_and_revoked_tablets_are_refused() {
     assert_eq!((status, message.contains("6 digits")), (400, true));
 
     // The owner sets a PIN, lists tablets and revokes one: its token now gets 403.
-    let setup: Value = pos
-        .http
-        .post(pos.url("/api/owner/setup"))
-        .json(&json!({"pin": "135790"}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let owner = setup["token"].as_str().unwrap().to_string();
+    let owner = pos.owner_session("135790");
     let again = pos
         .http
         .post(pos.url("/api/owner/setup"))
@@ -69,14 +61,7 @@ fn tablets_must_be_paired_and_revoked_tablets_are_refused() {
         .send()
         .unwrap();
     assert_eq!(again.status(), 409, "the PIN is set once");
-    let overview: Value = pos
-        .http
-        .get(pos.url("/api/owner/overview"))
-        .bearer_auth(&owner)
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let overview = pos.overview(&owner);
     let devices = overview["devices"].as_array().unwrap();
     assert_eq!(devices.len(), 2);
     let terrace = second["device"]["id"].as_i64().unwrap();
@@ -196,22 +181,7 @@ fn staff_actions_are_validated_and_idempotent() {
     assert_eq!(unknown.status(), 404);
 
     // The owner sees one feedback, 100 % satisfied; the next alert shows the usual order.
-    let owner: Value = pos
-        .http
-        .post(pos.url("/api/owner/setup"))
-        .json(&json!({"pin": "135790"}))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
-    let overview: Value = pos
-        .http
-        .get(pos.url("/api/owner/overview"))
-        .bearer_auth(owner["token"].as_str().unwrap())
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let overview = pos.overview(&pos.owner_session("135790"));
     assert_eq!(overview["summary"]["feedback_count"], 1);
     assert_eq!(overview["summary"]["satisfaction_pct"], 100.0);
     assert_eq!(
