@@ -1,9 +1,12 @@
 //! PostgreSQL: versioned migrations applied on start, the events of every shop (replays are
-//! no-ops thanks to the primary key `(shop_id, seq)`), per-shop state and dead letters.
+//! no-ops thanks to the primary key `(shop_id, seq)`), per-shop state, dead letters, and HQ's
+//! customers with each shop's change log (see `customers`).
+
+use std::time::Duration;
 
 use anyhow::Context;
 use tastesync_shared::wire::EventBatch;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::{Client, NoTls, Transaction};
 
 /// Append-only: a released migration is never edited.
 const MIGRATIONS: &[&str] = &[
@@ -31,6 +34,33 @@ const MIGRATIONS: &[&str] = &[
         reason TEXT NOT NULL,
         received_at TIMESTAMPTZ NOT NULL DEFAULT now()
     );",
+    // 2: HQ's customers and the downlink: per shop, the latest change of each customer with
+    // the shop's version at that change (a compacted log; a deletion stays as a tombstone,
+    // `customer` NULL). Identity keys stay here; shops only get temporary keys.
+    "ALTER TABLE shops ADD COLUMN downlink_version BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE customers (
+        customer_ref TEXT PRIMARY KEY,
+        display_name TEXT NOT NULL,
+        tier TEXT NOT NULL DEFAULT '',
+        notes TEXT NOT NULL DEFAULT '',
+        preferences TEXT NOT NULL DEFAULT '',
+        tag_ids TEXT[] NOT NULL DEFAULT '{}',
+        shops TEXT[] NOT NULL,
+        eid_identity_key BYTEA CHECK (length(eid_identity_key) = 16),
+        eid_exponent SMALLINT CHECK (eid_exponent BETWEEN 0 AND 15),
+        eid_keys_until BIGINT,
+        updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE INDEX customers_eid_keys_until ON customers (eid_keys_until)
+        WHERE eid_identity_key IS NOT NULL;
+    CREATE TABLE shop_changes (
+        shop_id TEXT NOT NULL REFERENCES shops (shop_id),
+        customer_ref TEXT NOT NULL,
+        version BIGINT NOT NULL,
+        customer JSONB,
+        PRIMARY KEY (shop_id, customer_ref),
+        UNIQUE (shop_id, version)
+    );",
 ];
 
 /// Connects and brings the schema up to date.
@@ -45,6 +75,21 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
     });
     migrate(&mut client).await?;
     Ok(client)
+}
+
+/// Connects, retrying with backoff until PostgreSQL answers (a restart, a failover).
+pub async fn reconnect(url: &str) -> Client {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match connect(url).await {
+            Ok(client) => return client,
+            Err(e) => {
+                tracing::warn!("{e:#}; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 async fn migrate(client: &mut Client) -> anyhow::Result<()> {
@@ -79,61 +124,70 @@ async fn migrate(client: &mut Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stores a batch (events already stored are skipped) and returns the highest seq up to
-/// which the shop's events are now all stored: what may be acknowledged.
-pub async fn store_batch(client: &mut Client, batch: &EventBatch) -> anyhow::Result<i64> {
-    let tx = client.transaction().await?;
+/// Stores the batches of one or more shops in one transaction (events already stored are
+/// skipped) and returns, for each shop, the highest seq up to which its events are now all
+/// stored: what may be acknowledged.
+pub async fn store_batches(
+    tx: &Transaction<'_>,
+    batches: &[EventBatch],
+) -> anyhow::Result<Vec<(String, i64)>> {
+    let mut shops: Vec<&str> = batches.iter().map(|b| b.shop_id.as_str()).collect();
+    shops.sort_unstable(); // rows locked in one order: concurrent instances cannot deadlock
+    shops.dedup();
     tx.execute(
-        "INSERT INTO shops (shop_id, last_seen) VALUES ($1, now())
+        "INSERT INTO shops (shop_id, last_seen) SELECT unnest($1::text[]), now()
          ON CONFLICT (shop_id) DO UPDATE SET last_seen = now()",
-        &[&batch.shop_id],
+        &[&shops],
     )
     .await?;
-    // One statement for the whole batch (row-by-row inserts halve the ingest rate).
-    let seqs: Vec<i64> = batch.events.iter().map(|e| e.seq).collect();
-    let ids: Vec<&str> = batch.events.iter().map(|e| e.event_id.as_str()).collect();
-    let kinds: Vec<&str> = batch.events.iter().map(|e| e.kind.as_str()).collect();
-    let times: Vec<i64> = batch.events.iter().map(|e| e.at_ms as i64).collect();
-    let bodies: Vec<&serde_json::Value> = batch.events.iter().map(|e| &e.body).collect();
+    // One statement for all the events (row-by-row inserts cut the ingest rate by 4).
+    let events = batches
+        .iter()
+        .flat_map(|b| b.events.iter().map(move |e| (b.shop_id.as_str(), e)));
+    let mut columns = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for (shop, e) in events {
+        columns.0.push(shop);
+        columns.1.push(e.seq);
+        columns.2.push(e.event_id.as_str());
+        columns.3.push(e.kind.as_str());
+        columns.4.push(e.at_ms as i64);
+        columns.5.push(&e.body);
+    }
     tx.execute(
         "INSERT INTO events (shop_id, seq, event_id, kind, at_ms, body)
-         SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::jsonb[])
+         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::jsonb[])
          ON CONFLICT (shop_id, seq) DO NOTHING",
-        &[&batch.shop_id, &seqs, &ids, &kinds, &times, &bodies],
+        &[
+            &columns.0, &columns.1, &columns.2, &columns.3, &columns.4, &columns.5,
+        ],
     )
     .await?;
-    let acked: i64 = tx
-        .query_one(
-            "SELECT acked_seq FROM shops WHERE shop_id = $1 FOR UPDATE",
-            &[&batch.shop_id],
-        )
-        .await?
-        .get(0);
-    // Advance over the contiguous run of stored seqs after the last acknowledged one.
-    let row = tx
-        .query_one(
-            "SELECT coalesce(max(seq), $2) FROM (
-                SELECT seq, seq - row_number() OVER (ORDER BY seq) AS run
-                FROM events WHERE shop_id = $1 AND seq > $2
-             ) s WHERE run = $2",
-            &[&batch.shop_id, &acked],
-        )
-        .await?;
-    let up_to: i64 = row.get(0);
-    if up_to > acked {
-        tx.execute(
-            "UPDATE shops SET acked_seq = $2 WHERE shop_id = $1",
-            &[&batch.shop_id, &up_to],
+    // Each shop advances over the contiguous run of stored seqs after its acknowledged one
+    // (instances sharing the load may store a shop's batches out of order).
+    tx.execute(
+        "UPDATE shops SET acked_seq = r.up_to FROM (
+            SELECT shop_id, max(seq) AS up_to FROM (
+                SELECT e.shop_id, e.seq, s.acked_seq,
+                       e.seq - row_number() OVER (PARTITION BY e.shop_id ORDER BY e.seq) AS run
+                FROM shops s JOIN events e ON e.shop_id = s.shop_id AND e.seq > s.acked_seq
+                WHERE s.shop_id = ANY($1)
+            ) runs WHERE run = acked_seq GROUP BY shop_id
+         ) r WHERE shops.shop_id = r.shop_id",
+        &[&shops],
+    )
+    .await?;
+    let rows = tx
+        .query(
+            "SELECT shop_id, acked_seq FROM shops WHERE shop_id = ANY($1)",
+            &[&shops],
         )
         .await?;
-    }
-    tx.commit().await?;
-    Ok(up_to)
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
 /// Records a refused message with the reason.
 pub async fn dead_letter(
-    client: &Client,
+    client: &Transaction<'_>,
     topic: &str,
     payload: &[u8],
     reason: &str,
@@ -148,7 +202,11 @@ pub async fn dead_letter(
 }
 
 /// Records a shop's online/offline status message.
-pub async fn set_online(client: &Client, shop_id: &str, online: bool) -> anyhow::Result<()> {
+pub async fn set_online(
+    client: &Transaction<'_>,
+    shop_id: &str,
+    online: bool,
+) -> anyhow::Result<()> {
     client
         .execute(
             "INSERT INTO shops (shop_id, online, last_seen) VALUES ($1, $2, now())

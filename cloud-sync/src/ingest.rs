@@ -1,7 +1,8 @@
 //! Ingest: consumes every shop's uplink through a shared subscription (several instances
 //! split the load), validates each message, stores events in PostgreSQL, then acknowledges
 //! the highest contiguous seq to the shop. Bad or foreign messages go to the dead-letter
-//! table with the reason; they never stop the service or other shops.
+//! table with the reason; they never stop the service or other shops. Resync requests go to
+//! the downlink worker.
 
 use std::time::Duration;
 
@@ -9,9 +10,10 @@ use anyhow::Context;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Deserialize;
 use tastesync_shared::wire::{self, Ack, EventBatch};
+use tokio::sync::mpsc;
 use tokio_postgres::Client;
 
-use crate::db;
+use crate::{db, downlink};
 
 /// Largest MQTT packet cloud-sync reads; payloads over `wire::MAX_PAYLOAD` are refused.
 const RECEIVE_LIMIT: usize = 16 << 20;
@@ -30,6 +32,8 @@ pub struct Config {
     pub group: String,
     /// This instance's MQTT client id (unique per instance).
     pub client_id: String,
+    /// How many days ahead shops get EID temporary keys (1 to 60); keys are renewed daily.
+    pub eid_days: u32,
 }
 
 impl Default for Config {
@@ -41,14 +45,27 @@ impl Default for Config {
             password: String::new(),
             group: "cloud-sync".into(),
             client_id: format!("tastesync-cloud-{}", std::process::id()),
+            eid_days: 7,
         }
     }
 }
 
+/// Messages stored in one PostgreSQL transaction at most (a busy broker's backlog is taken
+/// in groups: one commit for many shops' batches).
+const MAX_GROUP: usize = 256;
+
+/// A message from the broker.
+struct Message {
+    topic: String,
+    payload: bytes::Bytes,
+}
+
+/// Runs until the MQTT event loop or a worker fails for good.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let mut db = db::connect(&config.database_url).await?;
     let (host, port) = wire::parse_broker(&config.broker)
         .with_context(|| format!("broker {:?} must be host:port", config.broker))?;
+    // Fail fast on a wrong database URL or schema; later losses are retried.
+    drop(db::connect(&config.database_url).await?);
     let mut options = MqttOptions::new(config.client_id.clone(), host, port);
     options.set_keep_alive(Duration::from_secs(15));
     // Accept packets well past the payload limit, so an oversized message is received and
@@ -58,12 +75,31 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     if !config.username.is_empty() {
         options.set_credentials(config.username.clone(), config.password.clone());
     }
-    let (client, mut events) = AsyncClient::new(options, 256);
+    let (client, mut events) = AsyncClient::new(options, 1024);
+    // The broker connection is polled here and nowhere else, so a slow database never stalls
+    // its keep-alive; storing and the downlink run as their own tasks.
+    let (to_store, from_broker) = mpsc::channel::<Message>(4 * MAX_GROUP);
+    let (to_downlink, downlink_requests) = mpsc::channel(1024);
+    let mut store = tokio::spawn(store_loop(
+        config.database_url.clone(),
+        client.clone(),
+        from_broker,
+    ));
+    let mut downlink = tokio::spawn(downlink::run(
+        config.clone(),
+        client.clone(),
+        downlink_requests,
+    ));
     tracing::info!("cloud-sync started");
     loop {
-        match events.poll().await {
+        let event = tokio::select! {
+            event = events.poll() => event,
+            result = &mut store => anyhow::bail!("the store worker stopped: {result:?}"),
+            result = &mut downlink => anyhow::bail!("the downlink worker stopped: {result:?}"),
+        };
+        match event {
             Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                for leaf in ["events", "status"] {
+                for leaf in ["events", "status", "resync"] {
                     client
                         .subscribe(
                             wire::shared_subscription(&config.group, leaf),
@@ -72,13 +108,25 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                         .await?;
                 }
                 tracing::info!("connected to the broker");
+                let _ = to_downlink.send(downlink::Request::BrokerConnected).await;
             }
             Ok(Event::Incoming(Packet::Publish(message))) => {
-                if let Err(e) = handle(&client, &mut db, &message.topic, &message.payload).await {
-                    // Not acknowledged: the shop sends it again.
-                    tracing::error!("cannot store a message from {}: {e:#}", message.topic);
-                    if db.is_closed() {
-                        anyhow::bail!("lost the PostgreSQL connection");
+                match wire::parse_topic(&message.topic) {
+                    Some((shop, "resync")) => {
+                        let request = downlink::Request::Resync {
+                            shop: shop.to_string(),
+                            payload: message.payload,
+                        };
+                        let _ = to_downlink.send(request).await;
+                    }
+                    _ => {
+                        let message = Message {
+                            topic: message.topic,
+                            payload: message.payload,
+                        };
+                        if to_store.send(message).await.is_err() {
+                            anyhow::bail!("the store worker stopped");
+                        }
                     }
                 }
             }
@@ -91,38 +139,112 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 }
 
-async fn handle(
-    client: &AsyncClient,
-    db: &mut Client,
-    topic: &str,
-    payload: &[u8],
-) -> anyhow::Result<()> {
-    let Some((shop, leaf)) = wire::parse_topic(topic) else {
-        return db::dead_letter(db, topic, payload, "not a shop topic").await;
-    };
-    match leaf {
-        "events" => match EventBatch::parse(payload, shop) {
-            Ok(batch) => {
-                let up_to = db::store_batch(db, &batch).await?;
-                let ack = serde_json::to_vec(&Ack {
-                    v: wire::VERSION,
-                    up_to_seq: up_to,
-                })?;
-                client
-                    .publish(wire::ack_topic(shop), QoS::AtLeastOnce, false, ack)
-                    .await?;
-                Ok(())
+/// Stores messages in groups and acknowledges each shop after the commit. A lost database
+/// connection is re-established and the group stored again; a group PostgreSQL refuses is
+/// split, so one bad message goes to the dead letters and never blocks the other shops.
+async fn store_loop(url: String, mqtt: AsyncClient, mut messages: mpsc::Receiver<Message>) {
+    let mut db = db::reconnect(&url).await;
+    while let Some(first) = messages.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match messages.try_recv() {
+                Ok(message) => group.push(message),
+                Err(_) => break,
             }
-            Err(reason) => {
-                tracing::warn!(shop, "dead letter: {reason}");
-                db::dead_letter(db, topic, payload, &reason.to_string()).await
+        }
+        let acks = loop {
+            match store_group(&mut db, &group).await {
+                Ok(acks) => break acks,
+                Err(e) if db.is_closed() => {
+                    tracing::warn!("lost PostgreSQL ({e:#}); reconnecting");
+                    db = db::reconnect(&url).await;
+                }
+                Err(e) => {
+                    tracing::warn!(
+                        "a group of {} messages was refused ({e:#}); storing them one by one",
+                        group.len()
+                    );
+                    break store_one_by_one(&mut db, &group).await;
+                }
             }
-        },
-        "status" => match payload {
-            b"online" => db::set_online(db, shop, true).await,
-            b"offline" => db::set_online(db, shop, false).await,
-            _ => db::dead_letter(db, topic, payload, "status must be online or offline").await,
-        },
-        _ => db::dead_letter(db, topic, payload, "unknown topic").await,
+        };
+        for (shop, up_to_seq) in acks {
+            let ack = Ack {
+                v: wire::VERSION,
+                up_to_seq,
+            };
+            let payload = serde_json::to_vec(&ack).expect("an ack serialises");
+            if mqtt
+                .publish(wire::ack_topic(&shop), QoS::AtLeastOnce, false, payload)
+                .await
+                .is_err()
+            {
+                return; // the MQTT event loop is gone
+            }
+        }
     }
+}
+
+async fn store_one_by_one(db: &mut Client, group: &[Message]) -> Vec<(String, i64)> {
+    let mut acks = Vec::new();
+    for message in group {
+        match store_group(db, std::slice::from_ref(message)).await {
+            Ok(mut acked) => acks.append(&mut acked),
+            Err(e) if db.is_closed() => {
+                // Not acknowledged: the shops send these again.
+                tracing::warn!("lost PostgreSQL: {e:#}");
+                break;
+            }
+            Err(e) => {
+                let reason = format!("refused by the database: {e}");
+                let stored = async {
+                    let tx = db.transaction().await?;
+                    db::dead_letter(&tx, &message.topic, &message.payload, &reason).await?;
+                    anyhow::Ok(tx.commit().await?)
+                };
+                if let Err(e) = stored.await {
+                    tracing::error!("cannot record a dead letter: {e:#}");
+                }
+            }
+        }
+    }
+    acks
+}
+
+/// Validates a group of messages and stores it in one transaction; returns the acks to send.
+async fn store_group(db: &mut Client, group: &[Message]) -> anyhow::Result<Vec<(String, i64)>> {
+    let tx = db.transaction().await?;
+    let mut batches = Vec::new();
+    for Message { topic, payload } in group {
+        let refused = match wire::parse_topic(topic) {
+            None => Some("not a shop topic".to_string()),
+            Some((shop, "events")) => match EventBatch::parse(payload, shop) {
+                Ok(batch) => {
+                    batches.push(batch);
+                    None
+                }
+                Err(reason) => Some(reason.to_string()),
+            },
+            Some((shop, "status")) => match &payload[..] {
+                b"online" | b"offline" => {
+                    db::set_online(&tx, shop, &payload[..] == b"online").await?;
+                    None
+                }
+                _ => Some("status must be online or offline".to_string()),
+            },
+            Some(_) => Some("unknown topic".to_string()),
+        };
+        if let Some(reason) = refused {
+            // The reason may quote the payload: it goes to the table, not the log.
+            tracing::warn!(topic, "refused a message; the reason is in dead_letters");
+            db::dead_letter(&tx, topic, payload, &reason).await?;
+        }
+    }
+    let acks = if batches.is_empty() {
+        Vec::new()
+    } else {
+        db::store_batches(&tx, &batches).await?
+    };
+    tx.commit().await?;
+    Ok(acks)
 }

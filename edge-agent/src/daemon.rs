@@ -127,14 +127,15 @@ pub async fn run(
     };
 
     let (sync_tx, sync_rx) = watch::channel(String::from("not configured"));
+    let index_changed = Arc::new(tokio::sync::Notify::new());
     let uplink = if config.uplink.broker.is_empty() {
         None
     } else {
         crate::uplink::validate(&config.uplink).context("invalid [uplink] section")?;
         sync_tx.send_replace("connecting".into());
-        let (config, shutdown) = (config.clone(), shutdown.clone());
+        let (config, shutdown, notify) = (config.clone(), shutdown.clone(), index_changed.clone());
         Some(tokio::spawn(async move {
-            crate::uplink::run(&config, sync_tx, shutdown).await
+            crate::uplink::run(&config, sync_tx, notify, shutdown).await
         }))
     };
 
@@ -166,17 +167,16 @@ pub async fn run(
                 pipeline.tick(now_ms(), &mut events);
                 health_tx.send_modify(|h| h.pipeline = pipeline.stats());
             }
+            _ = index_changed.notified() => {
+                reload_index(&mut reader, &mut pipeline, last_at.filter(|_| !live)).await?;
+            }
             _ = reload.tick() => {
                 health_tx.send_modify(|h| {
                     h.pipeline = pipeline.stats();
                     h.cloud_sync = sync_rx.borrow().clone();
                     h.storage = storage_rx.borrow().clone();
                 });
-                if let Some(snapshot) = reader.changed_snapshot().await? {
-                    pipeline.apply_snapshot(snapshot, last_at.filter(|_| !live).unwrap_or_else(now_ms));
-                    let (tags, eid_tags) = pipeline.index().counts();
-                    tracing::info!(tags, eid_tags, "customer index reloaded");
-                }
+                reload_index(&mut reader, &mut pipeline, last_at.filter(|_| !live)).await?;
             }
             _ = shutdown.changed() => break,
         }
@@ -218,6 +218,21 @@ pub async fn run(
     }
     source_result?;
     Ok(pipeline.stats())
+}
+
+/// Reloads the customer index if the store's customers changed (an import by another
+/// process, or HQ's changes through the downlink).
+async fn reload_index(
+    reader: &mut IndexReader,
+    pipeline: &mut Pipeline,
+    replay_clock: Option<Millis>,
+) -> anyhow::Result<()> {
+    if let Some(snapshot) = reader.changed_snapshot().await? {
+        pipeline.apply_snapshot(snapshot, replay_clock.unwrap_or_else(now_ms));
+        let (tags, eid_tags) = pipeline.index().counts();
+        tracing::info!(tags, eid_tags, "customer index reloaded");
+    }
+    Ok(())
 }
 
 async fn run_source(

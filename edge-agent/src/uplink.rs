@@ -8,6 +8,11 @@
 //! after a reconnection, sending restarts after the last acknowledged seq. Connection failures
 //! back off exponentially with jitter. A retained status message says `online`, and the last
 //! will `offline`, so HQ sees a box drop.
+//!
+//! The same connection carries the downlink: HQ's customer changes arrive in version order and
+//! are applied atomically to the store; the daemon is told to reload its index at once. On
+//! every connection, and whenever a batch does not continue the version the box has, the box
+//! asks for a resync from that version.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,12 +22,16 @@ use rumqttc::{
     AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
 };
 use serde::Deserialize;
+use tastesync_shared::downlink::{ChangeBatch, ResyncRequest};
 use tastesync_shared::wire::{self, Ack, EventBatch, WireEvent};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::config::Config;
-use crate::store::Store;
+use crate::store::{Applied, Store};
+
+/// At most one resync request per this long while one is awaited.
+const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Section `[uplink]`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -92,6 +101,7 @@ fn broker_address(broker: &str) -> anyhow::Result<(&str, u16)> {
 pub async fn run(
     config: &Config,
     status: SyncStatus,
+    index_changed: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let uplink = &config.uplink;
@@ -116,6 +126,9 @@ pub async fn run(
     let (client, mut events) = AsyncClient::new(options, 64);
     let store = Arc::new(Mutex::new(Store::open(&config.database)?));
     let ack_topic = wire::ack_topic(&shop);
+    let changes_topic = wire::changes_topic(&shop);
+    let resync_topic = wire::resync_topic(&shop);
+    let mut last_resync: Option<Instant> = None;
     let events_topic = wire::events_topic(&shop);
     let window = (uplink.batch_size * uplink.window_batches) as i64;
     let ack_timeout = Duration::from_secs(uplink.ack_timeout_secs);
@@ -133,11 +146,41 @@ pub async fn run(
                     connected = true;
                     backoff = Duration::from_millis(500);
                     client.try_subscribe(&ack_topic, QoS::AtLeastOnce)?;
+                    client.try_subscribe(&changes_topic, QoS::AtLeastOnce)?;
+                    // Whatever changed while the box was away.
+                    request_resync(&client, &resync_topic, &store).await?;
+                    last_resync = Some(Instant::now());
                     client.try_publish(wire::status_topic(&shop), QoS::AtLeastOnce, true, "online")?;
                     sent = acked; // whatever was in flight may be lost: send it again
                     last_progress = Instant::now();
                     tracing::info!("uplink connected");
                     status.send_replace("connected".into());
+                }
+                Ok(Event::Incoming(Packet::Publish(message))) if message.topic == changes_topic => {
+                    let batch = match ChangeBatch::parse(&message.payload, &shop) {
+                        Ok(batch) => batch,
+                        Err(e) => {
+                            tracing::warn!("ignoring a refused customer-change message: {e}");
+                            continue;
+                        }
+                    };
+                    let (s, to) = (store.clone(), batch.to_version);
+                    let applied = tokio::task::spawn_blocking(move || s.lock().expect("store").apply_changes(&batch)).await??;
+                    match applied {
+                        Applied::Applied { changes } => {
+                            tracing::info!(changes, version = to, "customer changes from HQ applied");
+                            index_changed.notify_one();
+                            last_resync = None;
+                        }
+                        Applied::AlreadyApplied => {}
+                        Applied::Gap { have } => {
+                            if last_resync.is_none_or(|at| at.elapsed() >= RESYNC_INTERVAL) {
+                                tracing::info!(have, next = to, "customer changes missing; asking for a resync");
+                                request_resync(&client, &resync_topic, &store).await?;
+                                last_resync = Some(Instant::now());
+                            }
+                        }
+                    }
                 }
                 Ok(Event::Incoming(Packet::Publish(message))) if message.topic == ack_topic => {
                     match serde_json::from_slice::<Ack>(&message.payload) {
@@ -230,6 +273,28 @@ fn tls_configuration(uplink: &UplinkConfig) -> anyhow::Result<TlsConfiguration> 
         alpn: None,
         client_auth,
     })
+}
+
+/// Asks the cloud for every customer change after the version the box has applied.
+async fn request_resync(
+    client: &AsyncClient,
+    topic: &str,
+    store: &Arc<Mutex<Store>>,
+) -> anyhow::Result<()> {
+    let s = store.clone();
+    let from_version =
+        tokio::task::spawn_blocking(move || s.lock().expect("store").downlink_version()).await??;
+    let request = ResyncRequest {
+        v: wire::VERSION,
+        from_version,
+    };
+    client.try_publish(
+        topic,
+        QoS::AtLeastOnce,
+        false,
+        serde_json::to_vec(&request)?,
+    )?;
+    Ok(())
 }
 
 async fn first_pending(store: &Arc<Mutex<Store>>) -> anyhow::Result<i64> {

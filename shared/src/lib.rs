@@ -5,6 +5,7 @@
 //! without a runtime, and reused by the cloud side to derive the keys it sends to shops.
 
 pub mod beacon;
+pub mod downlink;
 pub mod eid;
 pub mod hexfmt;
 pub mod wire;

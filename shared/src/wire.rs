@@ -6,6 +6,10 @@
 //! - `.../ack` (cloud → box, QoS 1): an [`Ack`], sent after the events are committed in
 //!   PostgreSQL: everything up to `up_to_seq` is safe and may leave the box's outbox.
 //! - `.../status` (box → cloud, retained): `online`, or `offline` as the box's last will.
+//! - `.../changes` (cloud → box, QoS 1): a [`ChangeBatch`](crate::downlink::ChangeBatch) of
+//!   HQ's customer changes for the shop.
+//! - `.../resync` (box → cloud, QoS 1): a [`ResyncRequest`](crate::downlink::ResyncRequest)
+//!   for the changes after the version the box has applied.
 
 use serde::{Deserialize, Serialize};
 
@@ -25,6 +29,14 @@ pub fn ack_topic(shop_id: &str) -> String {
 
 pub fn status_topic(shop_id: &str) -> String {
     format!("{ROOT}/{shop_id}/status")
+}
+
+pub fn changes_topic(shop_id: &str) -> String {
+    format!("{ROOT}/{shop_id}/changes")
+}
+
+pub fn resync_topic(shop_id: &str) -> String {
+    format!("{ROOT}/{shop_id}/resync")
 }
 
 /// The shared subscription a cloud-sync instance takes so that several split the shops' load.

@@ -122,6 +122,8 @@ const MIGRATIONS: &[&str] = &[
         at_ms INTEGER NOT NULL,
         body TEXT NOT NULL
     );",
+    // 4: the version of HQ's customer changes (the downlink) applied so far.
+    "ALTER TABLE meta ADD COLUMN downlink_version INTEGER NOT NULL DEFAULT 0;",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction.

@@ -3,6 +3,7 @@
 //! Holds customers, their tag bindings and EID temporary keys, and visits. Raw advertisements
 //! are never stored. Every write is one transaction; commits are durable (`synchronous=FULL`).
 
+mod downlink;
 mod import;
 mod migrations;
 mod outbox;
@@ -19,6 +20,7 @@ use crate::Millis;
 use crate::events::{CustomerArrived, CustomerLeft};
 use crate::resolve::{CustomerId, EidTag, IndexSnapshot};
 
+pub use downlink::Applied;
 pub use import::{ImportError, ImportReport, RowError};
 pub use outbox::OutboxRow;
 pub use pos::{

@@ -291,3 +291,143 @@ fn every_local_effect_writes_its_event_in_the_same_transaction_with_gap_free_seq
             .all(|e| Uuid::parse_str(&e.event_id).unwrap().get_version_num() == 7)
     );
 }
+
+mod downlink {
+    use super::*;
+    use tastesync_shared::downlink::{
+        ChangeBatch, CustomerChange, CustomerRecord, EidKeys, EpochKey,
+    };
+
+    fn record(name: &str, tag: Option<&str>, epochs: &[u16]) -> CustomerRecord {
+        CustomerRecord {
+            display_name: name.into(),
+            tier: "gold".into(),
+            notes: "allergic to peanuts".into(),
+            preferences: "oat latte".into(),
+            tag_ids: tag.into_iter().map(String::from).collect(),
+            eid: (!epochs.is_empty()).then(|| EidKeys {
+                exponent: 10,
+                keys: epochs
+                    .iter()
+                    .map(|&epoch| EpochKey {
+                        epoch,
+                        temporary_key: format!("{epoch:032x}"),
+                    })
+                    .collect(),
+            }),
+        }
+    }
+
+    fn batch(from: i64, changes: Vec<(i64, &str, Option<CustomerRecord>)>) -> ChangeBatch {
+        ChangeBatch {
+            v: 1,
+            shop_id: "s1".into(),
+            from_version: from,
+            to_version: changes.last().unwrap().0,
+            changes: changes
+                .into_iter()
+                .map(|(version, customer_ref, customer)| CustomerChange {
+                    version,
+                    customer_ref: customer_ref.into(),
+                    customer,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn changes_apply_in_order_once_and_gaps_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store(&dir);
+        assert_eq!(store.downlink_version().unwrap(), 0);
+        let first = batch(
+            0,
+            vec![
+                (1, "C1", Some(record("Minji", Some(MINJI_TAG), &[]))),
+                (2, "C2", Some(record("Joon", None, &[100, 101]))),
+            ],
+        );
+        assert_eq!(
+            store.apply_changes(&first).unwrap(),
+            Applied::Applied { changes: 2 }
+        );
+        assert_eq!(
+            store.apply_changes(&first).unwrap(),
+            Applied::AlreadyApplied
+        );
+        // Version 4 follows 3, which the box never saw.
+        let later = batch(3, vec![(4, "C1", None)]);
+        assert_eq!(
+            store.apply_changes(&later).unwrap(),
+            Applied::Gap { have: 2 }
+        );
+        assert_eq!(store.customers().unwrap().len(), 2);
+
+        // A resync from 2: C2's keys roll forward, C1 is deleted.
+        let resync = batch(
+            2,
+            vec![
+                (3, "C2", Some(record("Joon", None, &[101, 102]))),
+                (4, "C1", None),
+            ],
+        );
+        assert_eq!(
+            store.apply_changes(&resync).unwrap(),
+            Applied::Applied { changes: 2 }
+        );
+        assert_eq!(store.downlink_version().unwrap(), 4);
+        let customers = store.customers().unwrap();
+        assert_eq!(customers.len(), 1);
+        assert_eq!(customers[0].customer_ref, "C2");
+        assert_eq!(customers[0].eid_exponent, Some(10));
+        let snapshot = store.index_snapshot().unwrap();
+        assert!(snapshot.tags.is_empty());
+        let epochs: Vec<u16> = snapshot.eid_tags[0]
+            .1
+            .temporary_keys
+            .iter()
+            .map(|k| k.0)
+            .collect();
+        assert_eq!(epochs, [101, 102]);
+    }
+
+    #[test]
+    fn a_deletion_removes_the_customers_visits_and_hq_tags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = store(&dir);
+        let file = csv(
+            &dir,
+            "c.csv",
+            &format!("customer_ref,display_name,tag_ids\nLOCAL,Local,{MINJI_TAG}\n"),
+        );
+        store.import_customers(&file).unwrap();
+        store
+            .apply_changes(&batch(
+                0,
+                vec![(1, "C1", Some(record("Minji", Some(MINJI_TAG), &[])))],
+            ))
+            .unwrap();
+        let minji = store
+            .customers()
+            .unwrap()
+            .into_iter()
+            .find(|c| c.customer_ref == "C1")
+            .unwrap();
+        assert_eq!(minji.tag_ids, [MINJI_TAG]);
+        store
+            .record_arrival(&CustomerArrived {
+                visit_id: Uuid::now_v7(),
+                customer: minji.id,
+                zone: "counter".into(),
+                arrived_at_ms: 1_000,
+            })
+            .unwrap();
+        assert_eq!(store.visit_count(minji.id).unwrap(), 1);
+        store
+            .apply_changes(&batch(1, vec![(2, "C1", None)]))
+            .unwrap();
+        assert!(store.customer(minji.id).unwrap().is_none());
+        assert_eq!(store.visit_count(minji.id).unwrap(), 0);
+        assert!(store.visits(10).unwrap().is_empty());
+    }
+}

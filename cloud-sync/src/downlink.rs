@@ -1,0 +1,205 @@
+//! The downlink publisher: HQ's customer changes, from each shop's change log in PostgreSQL
+//! to the shop's `.../changes` topic (the format and its rules are in
+//! `tastesync_shared::downlink`).
+//!
+//! - Live: `customers::save`/`delete` notify a shop id on commit; the publisher sends that
+//!   shop the changes after the version it last sent it.
+//! - On start and after every broker reconnection it sends each shop its latest change, so a
+//!   box that missed changes while this service was down sees the gap and asks for a resync.
+//! - A box's resync request is answered with every change after the box's version, in batches
+//!   of bounded size.
+//! - Hourly, EID customers whose temporary keys run short get new ones.
+//!
+//! Several instances may run: each publishes live changes (boxes ignore versions they have),
+//! and resync requests reach one of them through the shared subscription.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use rumqttc::{AsyncClient, QoS};
+use tastesync_shared::downlink::{ChangeBatch, CustomerChange, ResyncRequest};
+use tastesync_shared::wire::{self, MAX_PAYLOAD};
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+
+use crate::customers::{self, CHANNEL};
+use crate::ingest::Config;
+
+/// Changes read from PostgreSQL at a time.
+const PAGE: i64 = 500;
+/// A batch is cut before it passes this size (a record is at most a few kB).
+const BATCH_BYTES: usize = MAX_PAYLOAD / 4;
+const REFRESH_EVERY: Duration = Duration::from_secs(3600);
+
+/// Work for the publisher from the broker side.
+pub enum Request {
+    /// The broker connection (re)started: announce every shop's latest version.
+    BrokerConnected,
+    /// A box asked for the changes after its version (payload not yet validated).
+    Resync { shop: String, payload: bytes::Bytes },
+}
+
+/// Runs for ever: a lost database connection is re-established and the heads announced again.
+pub async fn run(config: Config, mqtt: AsyncClient, mut requests: mpsc::Receiver<Request>) {
+    loop {
+        let (mut db, mut notifications) = connect_listening(&config.database_url).await;
+        let mut sent: HashMap<String, i64> = HashMap::new();
+        let mut refresh = tokio::time::interval(REFRESH_EVERY);
+        let result: anyhow::Result<()> = async {
+            announce_heads(&db, &mqtt, &mut sent).await?;
+            loop {
+                tokio::select! {
+                    shop = notifications.recv() => {
+                        let Some(shop) = shop else { anyhow::bail!("the notification stream ended") };
+                        let after = sent.get(&shop).copied().unwrap_or(0);
+                        let up_to = publish_after(&db, &mqtt, &shop, after).await?;
+                        sent.insert(shop, up_to);
+                    }
+                    request = requests.recv() => match request {
+                        None => return Ok(()),
+                        Some(Request::BrokerConnected) => announce_heads(&db, &mqtt, &mut sent).await?,
+                        Some(Request::Resync { shop, payload }) => match ResyncRequest::parse(&payload) {
+                            Ok(request) => {
+                                publish_after(&db, &mqtt, &shop, request.from_version).await?;
+                            }
+                            Err(e) => tracing::warn!(shop, "ignoring a resync request: {e}"),
+                        },
+                    },
+                    _ = refresh.tick() => {
+                        let renewed = customers::refresh_eid_keys(&mut db, now_s(), config.eid_days).await?;
+                        if renewed > 0 {
+                            tracing::info!(customers = renewed, "EID temporary keys renewed");
+                        }
+                    }
+                }
+            }
+        }
+        .await;
+        match result {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!("downlink: {e:#}; reconnecting");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// A connection that LISTENs on the downlink channel; notifications arrive as shop ids.
+async fn connect_listening(url: &str) -> (Client, mpsc::UnboundedReceiver<String>) {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match tokio_postgres::connect(url, NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                tokio::spawn(async move {
+                    while let Some(Ok(message)) = messages.next().await {
+                        if let AsyncMessage::Notification(n) = message {
+                            if tx.send(n.payload().to_string()).is_err() {
+                                break;
+                            }
+                        }
+                    }
+                });
+                match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
+                    Ok(()) => return (client, rx),
+                    Err(e) => tracing::warn!("cannot listen for customer changes: {e}"),
+                }
+            }
+            Err(e) => tracing::warn!("downlink cannot reach PostgreSQL: {e}"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Sends every shop its latest change, and notes it as sent.
+async fn announce_heads(
+    db: &Client,
+    mqtt: &AsyncClient,
+    sent: &mut HashMap<String, i64>,
+) -> anyhow::Result<()> {
+    let heads = db
+        .query(
+            "SELECT shop_id, downlink_version FROM shops WHERE downlink_version > 0",
+            &[],
+        )
+        .await?;
+    for row in heads {
+        let (shop, head): (String, i64) = (row.get(0), row.get(1));
+        let up_to = publish_after(db, mqtt, &shop, head - 1).await?;
+        sent.insert(shop, up_to.max(head));
+    }
+    Ok(())
+}
+
+/// Publishes a shop's changes after version `after`, in batches; returns the last version sent.
+async fn publish_after(
+    db: &Client,
+    mqtt: &AsyncClient,
+    shop: &str,
+    after: i64,
+) -> anyhow::Result<i64> {
+    let topic = wire::changes_topic(shop);
+    let mut from = after;
+    loop {
+        let rows = db
+            .query(
+                "SELECT version, customer_ref, customer FROM shop_changes
+                 WHERE shop_id = $1 AND version > $2 ORDER BY version LIMIT $3",
+                &[&shop, &from, &PAGE],
+            )
+            .await?;
+        if rows.is_empty() {
+            return Ok(from);
+        }
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        for row in &rows {
+            let customer: Option<serde_json::Value> = row.get(2);
+            let change = CustomerChange {
+                version: row.get(0),
+                customer_ref: row.get(1),
+                customer: customer.map(serde_json::from_value).transpose()?,
+            };
+            bytes += serde_json::to_vec(&change)?.len();
+            batch.push(change);
+            if bytes >= BATCH_BYTES {
+                from = publish(mqtt, &topic, shop, from, std::mem::take(&mut batch)).await?;
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            from = publish(mqtt, &topic, shop, from, batch).await?;
+        }
+    }
+}
+
+async fn publish(
+    mqtt: &AsyncClient,
+    topic: &str,
+    shop: &str,
+    from_version: i64,
+    changes: Vec<CustomerChange>,
+) -> anyhow::Result<i64> {
+    let to_version = changes.last().map_or(from_version, |c| c.version);
+    let batch = ChangeBatch {
+        v: wire::VERSION,
+        shop_id: shop.to_string(),
+        from_version,
+        to_version,
+        changes,
+    };
+    mqtt.publish(topic, QoS::AtLeastOnce, false, serde_json::to_vec(&batch)?)
+        .await?;
+    Ok(to_version)
+}
+
+pub fn now_s() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0)
+}
