@@ -245,9 +245,9 @@ impl Mosquitto {
 
     /// Subscribes as a user in the background; the returned child prints the first message
     /// received within `seconds` (nothing if none arrives or the broker refuses).
-    pub fn subscribe_as(&self, user: (&str, &str), topic: &str, seconds: u32) -> Child {
+    pub fn subscribe_as(&self, user: Option<(&str, &str)>, topic: &str, seconds: u32) -> Child {
         let child = self
-            .client("mosquitto_sub", Some(user), topic)
+            .client("mosquitto_sub", user, topic)
             .args(["-C", "1", "-W", &seconds.to_string()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -371,6 +371,43 @@ impl Drop for CloudSync {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// HQ's admin tool, `tastesync-cloud customers`, against a test database.
+pub struct Hq {
+    config: std::path::PathBuf,
+}
+
+impl Hq {
+    pub fn new(shop: &Shop, database: &Database) -> Hq {
+        let config = shop.write("hq.toml", &format!("database_url = {:?}\n", database.url()));
+        Hq { config }
+    }
+
+    /// Runs `customers <args>`; returns its output whatever the outcome.
+    pub fn customers(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("tastesync-cloud"))
+            .arg("customers")
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("tastesync-cloud")
+    }
+
+    /// Runs `customers <args>`, which must succeed; returns its JSON lines.
+    pub fn ok(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        let output = self.customers(args);
+        assert!(
+            output.status.success(),
+            "customers {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("customer JSON"))
+            .collect()
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt::Write;
 use std::process::Command;
 
 use tastesync_e2e::cloud::{
-    CloudSync, Database, Mosquitto, eventually, free_port, make_certificates,
+    CloudSync, Database, Hq, Mosquitto, eventually, free_port, make_certificates,
 };
 use tastesync_e2e::*;
 
@@ -231,19 +231,26 @@ fn shops_are_confined_to_their_own_topics() {
         "nothing stored for busan-2"
     );
 
-    // Shop A cannot read shop B's downlink; B can.
-    let spy = broker.subscribe_as(("seoul-1", "pw-seoul"), "tastesync/v1/shops/busan-2/ack", 3);
-    let owner = broker.subscribe_as(("busan-2", "pw-busan"), "tastesync/v1/shops/busan-2/ack", 3);
-    let ack = r#"{"v":1,"up_to_seq":7}"#;
-    broker.publish_as(
-        Some(("cloud", "pw-cloud")),
-        "tastesync/v1/shops/busan-2/ack",
-        ack,
-    );
+    // Shop A cannot read shop B's downlink; B can: a customer HQ enrolls for B.
+    let topic = "tastesync/v1/shops/busan-2/changes";
+    let spy = broker.subscribe_as(Some(("seoul-1", "pw-seoul")), topic, 5);
+    let owner = broker.subscribe_as(Some(("busan-2", "pw-busan")), topic, 5);
+    Hq::new(&shop, &database).ok(&[
+        "enroll",
+        "--ref",
+        "B7",
+        "--name",
+        "Busan Regular",
+        "--shop",
+        "busan-2",
+    ]);
     let read = |child: std::process::Child| {
         String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
     };
-    assert_eq!(read(owner).trim(), ack);
+    assert!(
+        read(owner).contains("Busan Regular"),
+        "busan-2 gets its change"
+    );
     assert_eq!(read(spy), "", "seoul-1 must not see busan-2's messages");
 }
 

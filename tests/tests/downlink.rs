@@ -1,0 +1,332 @@
+//! HQ → shop: customers enrolled, changed and deleted with `tastesync-cloud customers` reach
+//! the box from a real PostgreSQL through a real Mosquitto, and the box acts on them.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use tastesync_e2e::cloud::{CloudSync, Database, Hq, Mosquitto, eventually};
+use tastesync_e2e::*;
+use tastesync_shared::eid::eid;
+use tastesync_shared::hexfmt::{hex, parse_fixed};
+
+/// The box's customers as `ref → (name, tier, notes, preferences, sorted tags, EID exponent)`,
+/// the fields HQ and the box must agree on.
+type Cache = BTreeMap<String, serde_json::Value>;
+
+fn comparable(customers: impl IntoIterator<Item = serde_json::Value>) -> Cache {
+    customers
+        .into_iter()
+        .map(|c| {
+            let mut tags: Vec<String> = c["tag_ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|t| t.as_str().unwrap().to_string())
+                .collect();
+            tags.sort();
+            let fields = serde_json::json!([
+                c["display_name"],
+                c["tier"],
+                c["notes"],
+                c["preferences"],
+                tags,
+                c["eid_exponent"]
+            ]);
+            (c["customer_ref"].as_str().unwrap().to_string(), fields)
+        })
+        .collect()
+}
+
+fn box_cache(shop: &Shop) -> Cache {
+    comparable(
+        shop.edge_ok(&["customers", "list", "--json", "--db", &shop.db()])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap()),
+    )
+}
+
+fn box_version(shop: &Shop) -> String {
+    let db = rusqlite::Connection::open(shop.db()).unwrap();
+    db.query_row("SELECT downlink_version FROM meta", [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .unwrap()
+    .to_string()
+}
+
+#[test]
+fn an_hq_enrollment_reaches_the_box_which_then_identifies_the_customer() {
+    let shop = Shop::new();
+    let broker = Mosquitto::start("allow_anonymous true");
+    let database = Database::create();
+    let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-1");
+    let hq = Hq::new(&shop, &database);
+
+    // The box's scanner hears whatever the test writes into this pipe.
+    let air = shop.path("air.fifo");
+    assert!(Command::new("mkfifo").arg(&air).status().unwrap().success());
+    let config = shop.write(
+        "edge.toml",
+        &format!(
+            "shop_id = \"seoul-1\"\ndatabase = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 0\n[pos]\nlisten = \"\"\n[uplink]\nbroker = {:?}\n",
+            shop.db(),
+            air.display().to_string(),
+            broker.address()
+        ),
+    );
+    let _edge = KillOnDrop(
+        Command::new(bin("tastesync-edge"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut air = std::fs::OpenOptions::new().write(true).open(&air).unwrap();
+    assert!(
+        eventually(20, || database
+            .query("SELECT online FROM shops WHERE shop_id = 'seoul-1'")
+            == ["t"]),
+        "the box connects"
+    );
+
+    // HQ enrolls Minji with a phone (a generated EID identity key) for this shop, and a
+    // customer of another shop.
+    let minji = hq.ok(&[
+        "enroll",
+        "--ref",
+        "M1",
+        "--name",
+        "Minji Kim",
+        "--tier",
+        "gold",
+        "--notes",
+        "allergic to peanuts",
+        "--preferences",
+        "oat latte",
+        "--shop",
+        "seoul-1",
+        "--eid",
+    ]);
+    let identity_key = minji[0]["eid_identity_key"].as_str().unwrap().to_string();
+    hq.ok(&[
+        "enroll",
+        "--ref",
+        "B1",
+        "--name",
+        "Busan Regular",
+        "--shop",
+        "busan-2",
+        "--tag",
+        "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:2",
+    ]);
+    assert!(
+        eventually(10, || box_cache(&shop).contains_key("M1")),
+        "the enrollment reaches the box"
+    );
+    let cache = box_cache(&shop);
+    assert_eq!(
+        cache["M1"],
+        serde_json::json!([
+            "Minji Kim",
+            "gold",
+            "allergic to peanuts",
+            "oat latte",
+            [],
+            10
+        ])
+    );
+    assert!(
+        !cache.contains_key("B1"),
+        "another shop's customer stays away"
+    );
+    let temporary_keys: i64 = {
+        let db = rusqlite::Connection::open(shop.db()).unwrap();
+        db.query_row("SELECT count(*) FROM eid_temporary_keys", [], |r| r.get(0))
+            .unwrap()
+    };
+    assert!(
+        (9..=13).contains(&temporary_keys),
+        "about a week of temporary keys, not {temporary_keys}"
+    );
+    let stored_key = {
+        let db = rusqlite::Connection::open(shop.db()).unwrap();
+        db.query_row(
+            "SELECT count(*) FROM eid_temporary_keys WHERE hex(temporary_key) = upper(?1)",
+            [&identity_key],
+            |r| r.get::<_, i64>(0),
+        )
+        .unwrap()
+    };
+    assert_eq!(
+        stored_key, 0,
+        "the identity key itself never reaches the box"
+    );
+
+    // Her phone comes in: the box recognises her and tells the cloud.
+    let key: [u8; 16] = parse_fixed(&identity_key).unwrap();
+    let start = now_s() * 1000;
+    for i in 0..5u64 {
+        let t = start + i * 500;
+        let data = eid_frame(&hex(&eid(&key, 10, (t / 1000) as u32)));
+        writeln!(
+            air,
+            r#"{{"t_ms":{t},"address":"d4:11:22:33:44:02","rssi":-60,"data":"{data}"}}"#
+        )
+        .unwrap();
+    }
+    air.flush().unwrap();
+    assert!(
+        eventually(10, || shop
+            .visits()
+            .iter()
+            .any(|v| v["customer_ref"] == "M1")),
+        "the box identifies the enrolled customer"
+    );
+    assert!(
+        eventually(10, || {
+            database.query(
+            "SELECT count(*) FROM events WHERE kind = 'customer_arrived' AND body->>'customer_ref' = 'M1'"
+        ) == ["1"]
+        }),
+        "her arrival reaches the cloud"
+    );
+
+    // A batch that skips versions is not applied: the box asks for a resync from its own.
+    let version = box_version(&shop);
+    let resync = broker.subscribe_as(None, "tastesync/v1/shops/seoul-1/resync", 10);
+    broker.publish(
+        "tastesync/v1/shops/seoul-1/changes",
+        r#"{"v":1,"shop_id":"seoul-1","from_version":40,"to_version":41,"changes":[{"version":41,"customer_ref":"X9","customer":{"display_name":"Nobody"}}]}"#,
+    );
+    let request = String::from_utf8_lossy(&resync.wait_with_output().unwrap().stdout).into_owned();
+    assert_eq!(
+        request.trim(),
+        format!(r#"{{"v":1,"from_version":{version}}}"#)
+    );
+    assert!(!box_cache(&shop).contains_key("X9"));
+
+    // HQ deletes her: the box forgets her, visits included.
+    hq.ok(&["delete", "--ref", "M1"]);
+    assert!(
+        eventually(10, || !box_cache(&shop).contains_key("M1")),
+        "the deletion reaches the box"
+    );
+    assert!(shop.visits().is_empty(), "her visits are gone from the box");
+    assert!(hq.ok(&["list"]).iter().all(|c| c["customer_ref"] != "M1"));
+}
+
+/// A small deterministic generator (the seed is printed, so a failure can be replayed).
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (self.0 >> 33) % n
+    }
+}
+
+#[test]
+fn random_hq_changes_while_the_box_comes_and_goes_converge_to_what_hq_says() {
+    let shop = Shop::new();
+    let broker = Mosquitto::start("allow_anonymous true");
+    let database = Database::create();
+    let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-1");
+    let hq = Hq::new(&shop, &database);
+    let uplink = format!("broker = {:?}", broker.address());
+
+    let seed = std::env::var("DOWNLINK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(now_s);
+    println!("seed {seed} (DOWNLINK_SEED={seed} replays this run)");
+    let mut rng = Rng(seed);
+    let shop_sets: [&[&str]; 3] = [&["seoul-1"], &["busan-2"], &["seoul-1", "busan-2"]];
+    let mut enrolled = [false; 6];
+    let mut edge = Some(shop.run_online("seoul-1", &uplink));
+    let mut restarts = 0;
+    for step in 0..66u64 {
+        if step == 60 {
+            // The last changes always happen while the box is away.
+            edge = None;
+        } else if step < 60 && rng.below(6) == 0 {
+            // The box drops off (SIGKILL, mid-whatever) or comes back.
+            edge = match edge.take() {
+                Some(running) => {
+                    drop(running);
+                    None
+                }
+                None => {
+                    restarts += 1;
+                    Some(shop.run_online("seoul-1", &uplink))
+                }
+            };
+        }
+        let c = rng.below(enrolled.len() as u64) as usize;
+        let customer_ref = format!("C{c}");
+        let shops: Vec<&str> = shop_sets[rng.below(3) as usize]
+            .iter()
+            .flat_map(|s| ["--shop", s])
+            .collect();
+        let tag = format!("ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:9:{step}");
+        let name = format!("Customer {c} v{step}");
+        let mut args = vec![];
+        if !enrolled[c] {
+            args.extend([
+                "enroll",
+                "--ref",
+                &customer_ref,
+                "--name",
+                &name,
+                "--tag",
+                &tag,
+            ]);
+            args.extend(shops.iter().copied());
+            if rng.below(2) == 0 {
+                args.push("--eid");
+            }
+            enrolled[c] = true;
+        } else {
+            match rng.below(5) {
+                0 => {
+                    args.extend(["delete", "--ref", &customer_ref]);
+                    enrolled[c] = false;
+                }
+                1 => args.extend(["update", "--ref", &customer_ref, "--notes", &name]),
+                2 => args.extend(["update", "--ref", &customer_ref, "--tag", &tag]),
+                3 => args.extend(["update", "--ref", &customer_ref, "--new-eid"]),
+                _ => {
+                    args.extend(["update", "--ref", &customer_ref, "--name", &name]);
+                    args.extend(shops.iter().copied());
+                }
+            }
+        }
+        hq.ok(&args);
+        std::thread::sleep(std::time::Duration::from_millis(rng.below(120)));
+    }
+    if edge.is_none() {
+        edge = Some(shop.run_online("seoul-1", &uplink));
+    }
+
+    let expected = comparable(hq.ok(&["list", "--shop", "seoul-1"]));
+    let converged = eventually(30, || box_cache(&shop) == expected);
+    let head = database.query("SELECT downlink_version FROM shops WHERE shop_id = 'seoul-1'");
+    drop(edge);
+    assert!(
+        converged,
+        "seed {seed}: the box holds {:?}\nHQ says {expected:?}",
+        box_cache(&shop)
+    );
+    assert_eq!(
+        [box_version(&shop)],
+        *head,
+        "seed {seed}: the box is at HQ's version"
+    );
+    println!(
+        "{restarts} restarts; {} customers at the end",
+        expected.len()
+    );
+}
