@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs the benchmarks in BENCHMARKS.md: pipeline throughput (against beacontools on the same
 # frames), EID table rebuild, the daemon's memory with 100,000 customers, alert latency to
-# 50 tablets under background traffic, memory per connected tablet, and the outbox drain
-# through Mosquitto and cloud-sync into PostgreSQL.
+# 50 tablets under background traffic, memory per connected tablet, the outbox drain
+# through Mosquitto and cloud-sync into PostgreSQL (DRAIN_EVENTS sets the backlog, default
+# 100,000), and one cloud-sync under 1,000 simulated shops (ingest_load).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,3 +16,7 @@ cargo build --release --bins
 BEACONTOOLS_PYTHON="$venv/bin/python" cargo bench -p tastesync-edge --bench pipeline
 cargo bench -p tastesync-edge --bench pos
 cargo bench -p tastesync-e2e --bench drain
+# 1,000 shop connections in the load generator and as many in Mosquitto: raise the
+# open-files limit (often 1,024) as far as the hard limit allows.
+ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+cargo bench -p tastesync-e2e --bench ingest_load

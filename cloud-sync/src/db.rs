@@ -73,6 +73,9 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
             tracing::error!("PostgreSQL connection lost: {e}");
         }
     });
+    // The ack query's estimated cost grows with the table and crosses the JIT thresholds;
+    // compiling it costs 20-200 ms per run for a query that runs in a few.
+    client.batch_execute("SET jit = off").await?;
     migrate(&mut client).await?;
     Ok(client)
 }
@@ -166,12 +169,12 @@ pub async fn store_batches(
     // (instances sharing the load may store a shop's batches out of order).
     tx.execute(
         "UPDATE shops SET acked_seq = r.up_to FROM (
-            SELECT shop_id, max(seq) AS up_to FROM (
-                SELECT e.shop_id, e.seq, s.acked_seq,
-                       e.seq - row_number() OVER (PARTITION BY e.shop_id ORDER BY e.seq) AS run
-                FROM shops s JOIN events e ON e.shop_id = s.shop_id AND e.seq > s.acked_seq
-                WHERE s.shop_id = ANY($1)
-            ) runs WHERE run = acked_seq GROUP BY shop_id
+            SELECT s.shop_id, max(e.seq) AS up_to
+            FROM shops s CROSS JOIN LATERAL (
+                SELECT seq, seq - row_number() OVER (ORDER BY seq) AS run
+                FROM events WHERE events.shop_id = s.shop_id AND events.seq > s.acked_seq
+            ) e
+            WHERE s.shop_id = ANY($1) AND e.run = s.acked_seq GROUP BY s.shop_id
          ) r WHERE shops.shop_id = r.shop_id",
         &[&shops],
     )

@@ -4,6 +4,7 @@
 //! table with the reason; they never stop the service or other shops. Resync requests go to
 //! the downlink worker.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -108,7 +109,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                         .await?;
                 }
                 tracing::info!("connected to the broker");
-                let _ = to_downlink.send(downlink::Request::BrokerConnected).await;
+                forward(&to_downlink, downlink::Request::BrokerConnected);
             }
             Ok(Event::Incoming(Packet::Publish(message))) => {
                 match wire::parse_topic(&message.topic) {
@@ -117,7 +118,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                             shop: shop.to_string(),
                             payload: message.payload,
                         };
-                        let _ = to_downlink.send(request).await;
+                        forward(&to_downlink, request);
                     }
                     _ => {
                         let message = Message {
@@ -139,12 +140,31 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 }
 
+/// Hands work to the downlink worker without waiting (this loop must keep polling). A request
+/// dropped because the worker is swamped is repeated: boxes ask again on their next gap or
+/// connection.
+fn forward(downlink: &mpsc::Sender<downlink::Request>, request: downlink::Request) {
+    if downlink.try_send(request).is_err() {
+        tracing::warn!("the downlink worker is busy; dropped a request");
+    }
+}
+
 /// Stores messages in groups and acknowledges each shop after the commit. A lost database
 /// connection is re-established and the group stored again; a group PostgreSQL refuses is
 /// split, so one bad message goes to the dead letters and never blocks the other shops.
 async fn store_loop(url: String, mqtt: AsyncClient, mut messages: mpsc::Receiver<Message>) {
     let mut db = db::reconnect(&url).await;
-    while let Some(first) = messages.recv().await {
+    // Acks not yet handed to the MQTT client (its queue was full): the latest per shop.
+    let mut unsent: HashMap<String, i64> = HashMap::new();
+    let mut retry = tokio::time::interval(Duration::from_millis(50));
+    loop {
+        let first = tokio::select! {
+            m = messages.recv() => match m { Some(m) => m, None => return },
+            _ = retry.tick(), if !unsent.is_empty() => {
+                send_acks(&mqtt, &mut unsent);
+                continue;
+            }
+        };
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
             match messages.try_recv() {
@@ -155,9 +175,13 @@ async fn store_loop(url: String, mqtt: AsyncClient, mut messages: mpsc::Receiver
         let acks = loop {
             match store_group(&mut db, &group).await {
                 Ok(acks) => break acks,
-                Err(e) if db.is_closed() => {
-                    tracing::warn!("lost PostgreSQL ({e:#}); reconnecting");
-                    db = db::reconnect(&url).await;
+                Err(e) if db.is_closed() || !refused_for_its_content(&e) => {
+                    // PostgreSQL restarting, a deadlock between instances...: store it again.
+                    tracing::warn!("cannot store a group ({e:#}); retrying");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    if db.is_closed() {
+                        db = db::reconnect(&url).await;
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(
@@ -169,20 +193,36 @@ async fn store_loop(url: String, mqtt: AsyncClient, mut messages: mpsc::Receiver
             }
         };
         for (shop, up_to_seq) in acks {
-            let ack = Ack {
-                v: wire::VERSION,
-                up_to_seq,
-            };
-            let payload = serde_json::to_vec(&ack).expect("an ack serialises");
-            if mqtt
-                .publish(wire::ack_topic(&shop), QoS::AtLeastOnce, false, payload)
-                .await
-                .is_err()
-            {
-                return; // the MQTT event loop is gone
-            }
+            let entry = unsent.entry(shop).or_default();
+            *entry = (*entry).max(up_to_seq);
         }
+        send_acks(&mqtt, &mut unsent);
     }
+}
+
+/// Hands acks to the MQTT client without waiting: the event loop that drains its queue may
+/// itself be waiting for this worker.
+fn send_acks(mqtt: &AsyncClient, unsent: &mut HashMap<String, i64>) {
+    unsent.retain(|shop, up_to_seq| {
+        let ack = Ack {
+            v: wire::VERSION,
+            up_to_seq: *up_to_seq,
+        };
+        let payload = serde_json::to_vec(&ack).expect("an ack serialises");
+        mqtt.try_publish(wire::ack_topic(shop), QoS::AtLeastOnce, false, payload)
+            .is_err()
+    });
+}
+
+/// Whether PostgreSQL refused the data itself (a bad value, a constraint, a size limit), as
+/// opposed to a passing condition worth retrying.
+fn refused_for_its_content(error: &anyhow::Error) -> bool {
+    let class = error
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::code)
+        .map(|code| &code.code()[..2]);
+    // 22 data exception, 23 integrity constraint violation, 54 program limit exceeded.
+    matches!(class, Some("22" | "23" | "54"))
 }
 
 async fn store_one_by_one(db: &mut Client, group: &[Message]) -> Vec<(String, i64)> {
@@ -190,7 +230,7 @@ async fn store_one_by_one(db: &mut Client, group: &[Message]) -> Vec<(String, i6
     for message in group {
         match store_group(db, std::slice::from_ref(message)).await {
             Ok(mut acked) => acks.append(&mut acked),
-            Err(e) if db.is_closed() => {
+            Err(e) if db.is_closed() || !refused_for_its_content(&e) => {
                 // Not acknowledged: the shops send these again.
                 tracing::warn!("lost PostgreSQL: {e:#}");
                 break;

@@ -1,6 +1,7 @@
 //! Sync benchmark (BENCHMARKS.md): how fast a box's outbox backlog drains through a real
 //! Mosquitto and cloud-sync into a real PostgreSQL, with the release binaries.
-//! Run by `scripts/bench.sh` (after `cargo build --release --bins`).
+//! Run by `scripts/bench.sh` (after `cargo build --release --bins`); `DRAIN_EVENTS` sets the
+//! backlog (default 100,000).
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -8,7 +9,12 @@ use std::time::{Duration, Instant};
 use tastesync_e2e::cloud::{Database, Mosquitto};
 use tastesync_e2e::{KillOnDrop, Shop, workspace};
 
-const EVENTS: i64 = 100_000;
+/// The backlog: `DRAIN_EVENTS` events, 100,000 unless set.
+fn backlog_size() -> i64 {
+    std::env::var("DRAIN_EVENTS")
+        .map(|v| v.parse().expect("DRAIN_EVENTS must be a number of events"))
+        .unwrap_or(100_000)
+}
 
 fn main() {
     let release = workspace().join("target/release");
@@ -20,30 +26,11 @@ fn main() {
         edge.exists() && cloud.exists(),
         "build the release binaries first (scripts/bench.sh does)"
     );
+    let events = backlog_size();
     let shop = Shop::new();
-    // The store's schema, then a backlog written straight into the outbox in one transaction
-    // (recording 100,000 events through the pipeline would time fsyncs, not the sync).
-    let status = Command::new(&edge)
-        .args(["outbox", "--db", &shop.db()])
-        .stdout(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let mut db = rusqlite::Connection::open(shop.db()).unwrap();
-    let tx = db.transaction().unwrap();
-    for seq in 1..=EVENTS {
-        let body = format!(
-            r#"{{"visit_id":"v{seq}","customer_ref":"C{}","zone":"counter","arrived_at_ms":{seq}}}"#,
-            seq % 1000
-        );
-        tx.execute(
-            "INSERT INTO outbox (event_id, kind, at_ms, body) VALUES (?1, 'customer_arrived', ?2, ?3)",
-            rusqlite::params![format!("0190e6b2-0000-7000-8000-{seq:012}"), seq, body],
-        )
-        .unwrap();
-    }
-    tx.commit().unwrap();
-    drop(db);
+    // Written straight into the outbox (recording them through the pipeline would time
+    // fsyncs, not the sync).
+    shop.write_outbox_backlog(events);
 
     let broker = Mosquitto::start("allow_anonymous true");
     let database = Database::create();
@@ -91,7 +78,7 @@ fn main() {
             .unwrap(),
     );
     let mut stored = 0;
-    while stored < EVENTS && started.elapsed() < Duration::from_secs(600) {
+    while stored < events && started.elapsed() < Duration::from_secs(600) {
         std::thread::sleep(Duration::from_millis(200));
         stored = database
             .query("SELECT acked_seq FROM shops WHERE shop_id = 'bench'")
@@ -100,14 +87,14 @@ fn main() {
             .unwrap_or(0);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    assert_eq!(stored, EVENTS, "drained within 10 minutes");
+    assert_eq!(stored, events, "drained within 10 minutes");
     let count = database.query("SELECT count(*) FROM events")[0].clone();
     println!(
         "outbox drain, box -> Mosquitto -> cloud-sync -> PostgreSQL (release builds, batches of 500):"
     );
     println!(
-        "  {EVENTS} events committed and acknowledged in {elapsed:.1} s: {:.0} events/s (target >= 10,000/s)",
-        EVENTS as f64 / elapsed
+        "  {events} events committed and acknowledged in {elapsed:.1} s: {:.0} events/s (target >= 10,000/s)",
+        events as f64 / elapsed
     );
     println!("  rows in PostgreSQL: {count}");
 }

@@ -5,6 +5,7 @@
 pub mod ble;
 pub mod cloud;
 pub mod pos;
+pub mod postgres;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -146,6 +147,33 @@ impl Shop {
                 .spawn()
                 .unwrap(),
         )
+    }
+
+    /// Writes a backlog of `count` arrival events (seq 1..=`count`) straight into the outbox,
+    /// in one transaction, as a long offline spell would leave it; recording that many
+    /// events through the pipeline would spend minutes on fsyncs.
+    pub fn write_outbox_backlog(&self, count: i64) {
+        self.edge_ok(&["outbox", "--db", &self.db()]); // creates the store's schema
+        let mut db = rusqlite::Connection::open(self.db()).expect("open the store");
+        let tx = db.transaction().unwrap();
+        {
+            let mut insert = tx
+                .prepare(
+                    "INSERT INTO outbox (event_id, kind, at_ms, body) VALUES (?1, 'customer_arrived', ?2, ?3)",
+                )
+                .unwrap();
+            for seq in 1..=count {
+                let body = format!(
+                    r#"{{"visit_id":"v{seq}","customer_ref":"C{}","zone":"counter","arrived_at_ms":{seq}}}"#,
+                    seq % 1000
+                );
+                let event_id = format!("0190e6b2-0000-7000-8000-{seq:012}");
+                insert
+                    .execute(rusqlite::params![event_id, seq, body])
+                    .unwrap();
+            }
+        }
+        tx.commit().unwrap();
     }
 
     /// Derives EID keys with the cloud tool and imports them, as a shop would receive them.

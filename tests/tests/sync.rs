@@ -123,9 +123,22 @@ fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() 
         "tastesync/v1/shops/seoul-1/events",
         &shop.write("big.json", &oversized),
     );
+    // A batch PostgreSQL itself refuses (jsonb cannot hold \u0000), then another shop's good
+    // one: the first is a dead letter, the second is stored all the same.
+    broker.publish(
+        "tastesync/v1/shops/seoul-1/events",
+        r#"{"v":1,"shop_id":"seoul-1","events":[{"seq":21,"event_id":"n","type":"customer_arrived","at_ms":1,"body":{"note":"\u0000"}}]}"#,
+    );
+    broker.publish(
+        "tastesync/v1/shops/busan-9/events",
+        r#"{"v":1,"shop_id":"busan-9","events":[{"seq":1,"event_id":"b","type":"customer_arrived","at_ms":1,"body":{}}]}"#,
+    );
     assert!(eventually(10, || database
         .query("SELECT count(*) FROM dead_letters")
-        == ["4"]));
+        == ["5"]));
+    assert!(eventually(10, || database
+        .query("SELECT acked_seq FROM shops WHERE shop_id = 'busan-9'")
+        == ["1"]));
     let reasons = database.query("SELECT reason FROM dead_letters ORDER BY id");
     assert!(
         reasons[3].contains("exceeds the 1048576-byte limit"),
@@ -143,8 +156,12 @@ fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() 
         reasons[2].contains("does not match the topic"),
         "{reasons:?}"
     );
+    assert!(
+        reasons[4].contains("refused by the database"),
+        "{reasons:?}"
+    );
     assert_eq!(
-        database.query("SELECT count(*) FROM events"),
+        database.query("SELECT count(*) FROM events WHERE shop_id = 'seoul-1'"),
         ["20"],
         "nothing foreign stored"
     );
