@@ -20,3 +20,4 @@ cargo bench -p tastesync-e2e --bench drain
 # open-files limit (often 1,024) as far as the hard limit allows.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo bench -p tastesync-e2e --bench ingest_load
+cargo bench -p tastesync-e2e --bench enroll_latency

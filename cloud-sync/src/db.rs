@@ -75,7 +75,10 @@ pub async fn connect(url: &str) -> anyhow::Result<Client> {
     });
     // The ack query's estimated cost grows with the table and crosses the JIT thresholds;
     // compiling it costs 20-200 ms per run for a query that runs in a few.
-    client.batch_execute("SET jit = off").await?;
+    // Notices (such as "already exists, skipping") are not worth the log.
+    client
+        .batch_execute("SET jit = off; SET client_min_messages = warning")
+        .await?;
     migrate(&mut client).await?;
     Ok(client)
 }
