@@ -69,6 +69,9 @@ pub type EventHook = Box<dyn FnMut(&Store, &PresenceEvent) + Send>;
 
 /// How often the daemon checks the database for customer changes made by other processes.
 const RELOAD_CHECK: Duration = Duration::from_secs(2);
+/// How often a live box reports its health to HQ through the outbox (and once more when it
+/// is stopped cleanly).
+const HEALTH_REPORT: Duration = Duration::from_secs(3600);
 const CHANNEL_CAPACITY: usize = 4096;
 
 /// Runs until shutdown or until a replay ends. Returns the pipeline's counters. When the POS
@@ -151,6 +154,13 @@ pub async fn run(
         .spawn(move || record_events(store, event_rx, hub, storage_tx, hook))?;
 
     let mut reader = IndexReader::open(config.database.clone()).await?;
+    let health_store = Arc::new(std::sync::Mutex::new(Store::open(&config.database)?));
+    health_store
+        .lock()
+        .expect("health store")
+        .limit_size(config.database_max_mb)?;
+    let mut health_report =
+        tokio::time::interval_at(tokio::time::Instant::now() + HEALTH_REPORT, HEALTH_REPORT);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut reload = tokio::time::interval(RELOAD_CHECK);
     let mut shutdown = shutdown;
@@ -166,6 +176,11 @@ pub async fn run(
             _ = tick.tick(), if live => {
                 pipeline.tick(now_ms(), &mut events);
                 health_tx.send_modify(|h| h.pipeline = pipeline.stats());
+            }
+            _ = health_report.tick(), if live => {
+                health_tx.send_modify(|h| h.pipeline = pipeline.stats());
+                let report = health_body("running", &health_tx.borrow());
+                record_health(&health_store, report).await;
             }
             _ = index_changed.notified() => {
                 reload_index(&mut reader, &mut pipeline, last_at.filter(|_| !live)).await?;
@@ -195,6 +210,14 @@ pub async fn run(
             event_tx.send(event).context("the store thread stopped")?;
         }
     }
+    if *shutdown.borrow() {
+        health_tx.send_modify(|h| {
+            h.pipeline = pipeline.stats();
+            h.storage = storage_rx.borrow().clone();
+        });
+        let report = health_body("stopping", &health_tx.borrow());
+        record_health(&health_store, report).await;
+    }
     drop(event_tx);
     drop(ad_rx);
     let source_result = source_task.await.context("the scanner task panicked")?;
@@ -218,6 +241,38 @@ pub async fn run(
     }
     source_result?;
     Ok(pipeline.stats())
+}
+
+/// A `box_health` event's body: counters and states, no personal data.
+fn health_body(status: &str, health: &Health) -> serde_json::Value {
+    serde_json::json!({
+        "status": status,
+        "version": env!("CARGO_PKG_VERSION"),
+        "scanner": health.scanner,
+        "advertisements": health.pipeline.advertisements,
+        "malformed": health.pipeline.malformed,
+        "beacons": health.pipeline.beacons,
+        "recognised": health.pipeline.recognised,
+        "last_advertisement_ms": health.pipeline.last_advertisement_ms,
+        "storage": health.storage,
+    })
+}
+
+/// Writes a health report; a failure (a full disk) is logged, never fatal.
+async fn record_health(store: &Arc<std::sync::Mutex<Store>>, body: serde_json::Value) {
+    let store = store.clone();
+    let written = tokio::task::spawn_blocking(move || {
+        store
+            .lock()
+            .expect("health store")
+            .record_health(now_ms(), &body)
+    })
+    .await
+    .map_err(anyhow::Error::from)
+    .and_then(|result| result);
+    if let Err(e) = written {
+        tracing::warn!("cannot record a health report: {e:#}");
+    }
 }
 
 /// Reloads the customer index if the store's customers changed (an import by another

@@ -82,6 +82,23 @@ fn advertisements_over_dbus_identify_a_tag_and_an_eid_phone_but_not_a_stranger()
     );
     assert!(daemon.terminate(), "clean exit on SIGTERM");
     mock.stop();
+
+    // Stopping cleanly leaves a health report for HQ in the outbox: counters, no names.
+    let outbox = shop.edge_ok(&["outbox", "--db", &shop.db()]);
+    let report: serde_json::Value = outbox
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["type"] == "box_health")
+        .expect("a box_health event");
+    let body = &report["body"];
+    assert_eq!(body["status"], "stopping");
+    assert_eq!(body["scanner"], "ble");
+    assert!(body["recognised"].as_u64().unwrap() >= 2, "{body}");
+    assert!(
+        body["advertisements"].as_u64() > body["recognised"].as_u64(),
+        "the stranger counts as heard, not recognised: {body}"
+    );
+    assert!(!body.to_string().contains("Minji"), "no personal data");
 }
 
 #[test]

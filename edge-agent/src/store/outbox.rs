@@ -1,5 +1,5 @@
 //! The outbox: every domain event the box produces (arrivals, departures, acknowledgements,
-//! orders, feedback) is written here in the same transaction as its local effect, with an
+//! orders, feedback, and `box_health` reports) is written here in the same transaction as its local effect, with an
 //! `event_id` (UUIDv7) and a per-shop gap-free `seq` (an AUTOINCREMENT key: a rolled-back
 //! transaction takes its number back with it, and numbers are never reused). Commits are
 //! durable (`synchronous=FULL`). Rows leave only when the cloud acknowledges them (the
@@ -73,6 +73,14 @@ impl Store {
 }
 
 impl Store {
+    /// Records a `box_health` event: the box's own state, for HQ (no local effect).
+    pub fn record_health(&mut self, at_ms: Millis, body: &serde_json::Value) -> anyhow::Result<()> {
+        let tx = self.conn.transaction()?;
+        append(&tx, "box_health", at_ms, body)?;
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Deletes events the cloud acknowledged (all up to `seq`); returns how many.
     pub fn delete_outbox_up_to(&mut self, seq: i64) -> anyhow::Result<usize> {
         Ok(self
