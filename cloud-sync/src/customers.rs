@@ -105,6 +105,14 @@ async fn save_in(
     now_s: u32,
     eid_days: u32,
 ) -> anyhow::Result<()> {
+    if !customer.tag_ids.is_empty() {
+        // Serialises tag checks, so two enrollments cannot both take a free tag.
+        tx.execute(
+            "SELECT pg_advisory_xact_lock(hashtext('tastesync tags'))",
+            &[],
+        )
+        .await?;
+    }
     let taken = tx
         .query_opt(
             "SELECT customer_ref FROM customers WHERE tag_ids && $1 AND customer_ref <> $2 LIMIT 1",

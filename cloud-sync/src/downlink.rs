@@ -63,7 +63,7 @@ pub async fn run(config: Config, mqtt: AsyncClient, mut requests: mpsc::Receiver
                             Ok(request) => {
                                 publish_after(&db, &mqtt, &shop, request.from_version).await?;
                             }
-                            Err(e) => tracing::warn!(shop, "ignoring a resync request: {e}"),
+                            Err(e) => tracing::warn!(shop, "ignoring a resync request: {}", e.without_payload()),
                         },
                     },
                     _ = refresh.tick() => {

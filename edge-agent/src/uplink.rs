@@ -160,7 +160,7 @@ pub async fn run(
                     let batch = match ChangeBatch::parse(&message.payload, &shop) {
                         Ok(batch) => batch,
                         Err(e) => {
-                            tracing::warn!("ignoring a refused customer-change message: {e}");
+                            tracing::warn!("ignoring a refused customer-change message: {}", e.without_payload());
                             continue;
                         }
                     };

@@ -117,6 +117,18 @@ pub enum ChangeError {
     BadRecord { version: i64, reason: String },
 }
 
+impl ChangeError {
+    /// The error without anything quoted from the payload, which may hold a customer's name
+    /// or notes: what a log may show.
+    pub fn without_payload(&self) -> String {
+        match self {
+            ChangeError::Malformed(_) => "not a valid change batch".into(),
+            ChangeError::BadRecord { version, .. } => format!("change {version} is invalid"),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl ChangeBatch {
     /// Parses and validates a payload received on `topic_shop`'s changes topic.
     pub fn parse(payload: &[u8], topic_shop: &str) -> Result<ChangeBatch, ChangeError> {

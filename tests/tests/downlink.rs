@@ -330,3 +330,88 @@ fn random_hq_changes_while_the_box_comes_and_goes_converge_to_what_hq_says() {
         expected.len()
     );
 }
+
+#[test]
+fn hq_mistakes_are_refused_with_reasons_and_change_nothing() {
+    let shop = Shop::new();
+    let database = Database::create();
+    // No cloud-sync needed: the tool brings the schema up to date itself.
+    let hq = Hq::new(&shop, &database);
+    hq.ok(&[
+        "enroll",
+        "--ref",
+        "C1",
+        "--name",
+        "Minji Kim",
+        "--shop",
+        "seoul-1",
+        "--tag",
+        "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:14",
+    ]);
+    let refused = |args: &[&str], reason: &str| {
+        let output = hq.customers(args);
+        let message = stderr(&output);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {message}");
+        assert!(message.contains(reason), "{args:?}: {message}");
+    };
+    refused(
+        &[
+            "enroll", "--ref", "C1", "--name", "Again", "--shop", "seoul-1",
+        ],
+        "already exists",
+    );
+    refused(
+        &[
+            "enroll",
+            "--ref",
+            "C2",
+            "--name",
+            "Joon",
+            "--shop",
+            "seoul-1",
+            "--tag",
+            "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:14",
+        ],
+        "already given to customer \"C1\"",
+    );
+    refused(
+        &[
+            "enroll",
+            "--ref",
+            "C2",
+            "--name",
+            "Joon",
+            "--shop",
+            "seoul-1",
+            "--tag",
+            "ibeacon:nope",
+        ],
+        "--tag \"ibeacon:nope\"",
+    );
+    refused(
+        &[
+            "enroll", "--ref", "C2", "--name", "Joon", "--shop", "shops/#",
+        ],
+        "not a valid shop id",
+    );
+    refused(
+        &["enroll", "--ref", "C2", "--name", " ", "--shop", "seoul-1"],
+        "display_name is empty",
+    );
+    refused(
+        &["update", "--ref", "C9", "--name", "Nobody"],
+        "no customer \"C9\"",
+    );
+    refused(&["delete", "--ref", "C9"], "no customer \"C9\"");
+    let customers = hq.ok(&["list"]);
+    assert_eq!(customers.len(), 1);
+    assert!(
+        customers[0].get("eid_identity_key").is_none(),
+        "never listed"
+    );
+    assert_eq!(
+        database.query("SELECT shop_id, downlink_version FROM shops"),
+        ["seoul-1|1"],
+        "refused commands wrote no change"
+    );
+}
