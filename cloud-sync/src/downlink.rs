@@ -8,7 +8,8 @@
 //!   box that missed changes while this service was down sees the gap and asks for a resync.
 //! - A box's resync request is answered with every change after the box's version, in batches
 //!   of bounded size.
-//! - Hourly, EID customers whose temporary keys run short get new ones.
+//! - Every `eid_refresh_secs` (an hour), EID customers whose temporary keys run short get new
+//!   ones.
 //!
 //! Several instances may run: each publishes live changes (boxes ignore versions they have),
 //! and resync requests reach one of them through the shared subscription.
@@ -30,7 +31,6 @@ use crate::ingest::Config;
 const PAGE: i64 = 500;
 /// A batch is cut before it passes this size (a record is at most a few kB).
 const BATCH_BYTES: usize = MAX_PAYLOAD / 4;
-const REFRESH_EVERY: Duration = Duration::from_secs(3600);
 
 /// Work for the publisher from the broker side.
 pub enum Request {
@@ -45,7 +45,8 @@ pub async fn run(config: Config, mqtt: AsyncClient, mut requests: mpsc::Receiver
     loop {
         let (mut db, mut notifications) = connect_listening(&config.database_url).await;
         let mut sent: HashMap<String, i64> = HashMap::new();
-        let mut refresh = tokio::time::interval(REFRESH_EVERY);
+        let mut refresh =
+            tokio::time::interval(Duration::from_secs(config.eid_refresh_secs.max(1)));
         let result: anyhow::Result<()> = async {
             announce_heads(&db, &mqtt, &mut sent).await?;
             loop {

@@ -35,6 +35,8 @@ pub struct Config {
     pub client_id: String,
     /// How many days ahead shops get EID temporary keys (1 to 60); keys are renewed daily.
     pub eid_days: u32,
+    /// How often keys running short are renewed, seconds.
+    pub eid_refresh_secs: u64,
 }
 
 impl Default for Config {
@@ -47,6 +49,7 @@ impl Default for Config {
             group: "cloud-sync".into(),
             client_id: format!("tastesync-cloud-{}", std::process::id()),
             eid_days: 7,
+            eid_refresh_secs: 3600,
         }
     }
 }

@@ -333,21 +333,22 @@ pub struct CloudSync {
 
 impl CloudSync {
     pub fn start(shop: &Shop, database: &Database, broker: &Mosquitto, name: &str) -> CloudSync {
-        CloudSync::start_as(shop, database, broker, name, ("", ""))
+        CloudSync::start_as(shop, database, broker, name, ("", ""), "")
     }
 
-    /// With broker credentials.
+    /// With broker credentials and further configuration lines.
     pub fn start_as(
         shop: &Shop,
         database: &Database,
         broker: &Mosquitto,
         name: &str,
         (username, password): (&str, &str),
+        extra: &str,
     ) -> CloudSync {
         let config = shop.write(
             &format!("{name}.toml"),
             &format!(
-                "database_url = {:?}\nbroker = {:?}\nclient_id = {name:?}\nusername = {username:?}\npassword = {password:?}\n",
+                "database_url = {:?}\nbroker = {:?}\nclient_id = {name:?}\nusername = {username:?}\npassword = {password:?}\n{extra}\n",
                 database.url(),
                 broker.address(),
             ),

@@ -46,13 +46,10 @@ fn box_cache(shop: &Shop) -> Cache {
     )
 }
 
-fn box_version(shop: &Shop) -> String {
+fn box_version(shop: &Shop) -> i64 {
     let db = rusqlite::Connection::open(shop.db()).unwrap();
-    db.query_row("SELECT downlink_version FROM meta", [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .unwrap()
-    .to_string()
+    db.query_row("SELECT downlink_version FROM meta", [], |r| r.get(0))
+        .unwrap()
 }
 
 #[test]
@@ -60,7 +57,15 @@ fn an_hq_enrollment_reaches_the_box_which_then_identifies_the_customer() {
     let shop = Shop::new();
     let broker = Mosquitto::start("allow_anonymous true");
     let database = Database::create();
-    let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-1");
+    // Keys running short are looked for every second here (hourly in production).
+    let _cloud = CloudSync::start_as(
+        &shop,
+        &database,
+        &broker,
+        "cloud-1",
+        ("", ""),
+        "eid_refresh_secs = 1",
+    );
     let hq = Hq::new(&shop, &database);
 
     // The box's scanner hears whatever the test writes into this pipe.
@@ -206,6 +211,24 @@ fn an_hq_enrollment_reaches_the_box_which_then_identifies_the_customer() {
     );
     assert!(!box_cache(&shop).contains_key("X9"));
 
+    // Her keys run short (as days pass): the cloud renews them and the box gets the change.
+    let version = box_version(&shop);
+    database.query("UPDATE customers SET eid_keys_until = 0 WHERE customer_ref = 'M1'");
+    assert!(
+        eventually(10, || box_version(&shop) > version),
+        "renewed keys reach the box"
+    );
+    let renewed_until: u64 = database
+        .query("SELECT eid_keys_until FROM customers WHERE customer_ref = 'M1'")[0]
+        .parse()
+        .unwrap();
+    assert!(renewed_until > now_s() + 6 * 86_400, "a week ahead again");
+    assert_eq!(
+        box_cache(&shop)["M1"][5],
+        10,
+        "still an EID customer on the box"
+    );
+
     // HQ deletes her: the box forgets her, visits included.
     hq.ok(&["delete", "--ref", "M1"]);
     assert!(
@@ -234,7 +257,9 @@ fn random_hq_changes_while_the_box_comes_and_goes_converge_to_what_hq_says() {
     let shop = Shop::new();
     let broker = Mosquitto::start("allow_anonymous true");
     let database = Database::create();
-    let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-1");
+    // Two instances share the load; one is killed halfway.
+    let mut first_cloud = Some(CloudSync::start(&shop, &database, &broker, "cloud-1"));
+    let _second_cloud = CloudSync::start(&shop, &database, &broker, "cloud-2");
     let hq = Hq::new(&shop, &database);
     let uplink = format!("broker = {:?}", broker.address());
 
@@ -249,6 +274,9 @@ fn random_hq_changes_while_the_box_comes_and_goes_converge_to_what_hq_says() {
     let mut edge = Some(shop.run_online("seoul-1", &uplink));
     let mut restarts = 0;
     for step in 0..66u64 {
+        if step == 30 {
+            drop(first_cloud.take());
+        }
         if step == 60 {
             // The last changes always happen while the box is away.
             edge = None;
@@ -321,7 +349,7 @@ fn random_hq_changes_while_the_box_comes_and_goes_converge_to_what_hq_says() {
         box_cache(&shop)
     );
     assert_eq!(
-        [box_version(&shop)],
+        [box_version(&shop).to_string()],
         *head,
         "seed {seed}: the box is at HQ's version"
     );

@@ -220,6 +220,7 @@ fn shops_are_confined_to_their_own_topics() {
         &broker,
         "cloud-acl",
         ("cloud", "pw-cloud"),
+        "",
     );
     let uplink = format!(
         "broker = {:?}\nusername = \"seoul-1\"\npassword = \"pw-seoul\"",
