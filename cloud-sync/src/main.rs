@@ -26,7 +26,8 @@ struct Cli {
 enum Command {
     /// Ingest shops' events from the MQTT broker into PostgreSQL (runs until stopped).
     Serve {
-        /// TOML: database_url, broker, username, password, group, client_id, eid_days.
+        /// TOML: database_url, broker, username, password, group, client_id, eid_days,
+        /// eid_refresh_secs.
         #[arg(long, short)]
         config: Option<std::path::PathBuf>,
     },
