@@ -128,7 +128,7 @@ pub async fn run(
     let ack_topic = wire::ack_topic(&shop);
     let changes_topic = wire::changes_topic(&shop);
     let resync_topic = wire::resync_topic(&shop);
-    let mut last_resync: Option<Instant> = None;
+    let mut downlink = DownlinkProgress::default();
     let events_topic = wire::events_topic(&shop);
     let window = (uplink.batch_size * uplink.window_batches) as i64;
     let ack_timeout = Duration::from_secs(uplink.ack_timeout_secs);
@@ -149,7 +149,7 @@ pub async fn run(
                     client.try_subscribe(&changes_topic, QoS::AtLeastOnce)?;
                     // Whatever changed while the box was away.
                     request_resync(&client, &resync_topic, &store).await?;
-                    last_resync = Some(Instant::now());
+                    downlink.requested = Some(Instant::now());
                     client.try_publish(wire::status_topic(&shop), QoS::AtLeastOnce, true, "online")?;
                     sent = acked; // whatever was in flight may be lost: send it again
                     last_progress = Instant::now();
@@ -166,18 +166,21 @@ pub async fn run(
                     };
                     let (s, to) = (store.clone(), batch.to_version);
                     let applied = tokio::task::spawn_blocking(move || s.lock().expect("store").apply_changes(&batch)).await??;
+                    downlink.seen = downlink.seen.max(to);
                     match applied {
                         Applied::Applied { changes } => {
                             tracing::info!(changes, version = to, "customer changes from HQ applied");
                             index_changed.notify_one();
-                            last_resync = None;
+                            downlink.have = to;
+                            downlink.requested = None; // answered, or news: ask at once if behind
                         }
-                        Applied::AlreadyApplied => {}
+                        Applied::AlreadyApplied { have } => downlink.have = have,
                         Applied::Gap { have } => {
-                            if last_resync.is_none_or(|at| at.elapsed() >= RESYNC_INTERVAL) {
+                            downlink.have = have;
+                            if downlink.should_ask() {
                                 tracing::info!(have, next = to, "customer changes missing; asking for a resync");
                                 request_resync(&client, &resync_topic, &store).await?;
-                                last_resync = Some(Instant::now());
+                                downlink.requested = Some(Instant::now());
                             }
                         }
                     }
@@ -217,6 +220,15 @@ pub async fn run(
                 }
             },
             _ = tick.tick(), if connected => {
+                // Still behind a batch that was set aside (it came before the answer to an
+                // earlier request, or that answer was lost): ask once more. Once: a version
+                // the cloud no longer has (its database restored from a backup) must not
+                // make the box ask for ever; its next change or reconnection will tell.
+                if downlink.should_ask() {
+                    request_resync(&client, &resync_topic, &store).await?;
+                    downlink.requested = Some(Instant::now());
+                    downlink.seen = downlink.have;
+                }
                 if sent > acked && last_progress.elapsed() >= ack_timeout {
                     tracing::info!(from_seq = acked + 1, "no acknowledgement in time; sending again");
                     sent = acked;
@@ -273,6 +285,25 @@ fn tls_configuration(uplink: &UplinkConfig) -> anyhow::Result<TlsConfiguration> 
         alpn: None,
         client_auth,
     })
+}
+
+/// Where the box stands with HQ's changes: the version it has, the highest it has seen
+/// announced, and when it last asked for a resync.
+#[derive(Default)]
+struct DownlinkProgress {
+    have: i64,
+    seen: i64,
+    requested: Option<Instant>,
+}
+
+impl DownlinkProgress {
+    /// Behind, and no request in the last `RESYNC_INTERVAL` (its answer may still be coming).
+    fn should_ask(&self) -> bool {
+        self.seen > self.have
+            && self
+                .requested
+                .is_none_or(|at| at.elapsed() >= RESYNC_INTERVAL)
+    }
 }
 
 /// Asks the cloud for every customer change after the version the box has applied.

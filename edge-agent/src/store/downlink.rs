@@ -12,8 +12,8 @@ use super::Store;
 pub enum Applied {
     /// Applied: the box is now at the batch's `to_version`.
     Applied { changes: usize },
-    /// The box already had it.
-    AlreadyApplied,
+    /// The box already had it: it is at `have`, at or past the batch's end.
+    AlreadyApplied { have: i64 },
     /// Changes between the box's version and the batch's start are missing: ask for a resync
     /// from `have`.
     Gap { have: i64 },
@@ -32,7 +32,7 @@ impl Store {
         let tx = self.conn.transaction()?;
         let have: i64 = tx.query_row("SELECT downlink_version FROM meta", [], |r| r.get(0))?;
         if have >= batch.to_version {
-            return Ok(Applied::AlreadyApplied);
+            return Ok(Applied::AlreadyApplied { have });
         }
         if have < batch.from_version {
             return Ok(Applied::Gap { have });

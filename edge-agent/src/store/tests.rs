@@ -353,7 +353,7 @@ mod downlink {
         );
         assert_eq!(
             store.apply_changes(&first).unwrap(),
-            Applied::AlreadyApplied
+            Applied::AlreadyApplied { have: 2 }
         );
         // Version 4 follows 3, which the box never saw.
         let later = batch(3, vec![(4, "C1", None)]);
