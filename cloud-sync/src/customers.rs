@@ -11,7 +11,6 @@
 //! the temporary keys derived from it for the coming `eid_days`, renewed daily
 //! ([`refresh_eid_keys`]).
 
-use anyhow::Context;
 use serde::Serialize;
 use tastesync_shared::downlink::{CustomerRecord, EidKeys, EpochKey, MAX_REF_LEN};
 use tastesync_shared::eid::{epoch_of, temporary_key};
@@ -105,6 +104,9 @@ async fn save_in(
     now_s: u32,
     eid_days: u32,
 ) -> anyhow::Result<()> {
+    // One writer per customer, even before their row exists (FOR UPDATE below locks nothing
+    // then): two enrollments of the same new customer must not lose a tombstone.
+    lock_customer(tx, &customer.customer_ref).await?;
     if !customer.tag_ids.is_empty() {
         // Serialises tag checks, so two enrollments cannot both take a free tag.
         tx.execute(
@@ -174,6 +176,7 @@ async fn save_in(
 /// shops. Returns whether there was such a customer.
 pub async fn delete(client: &mut Client, customer_ref: &str) -> anyhow::Result<bool> {
     let tx = client.transaction().await?;
+    lock_customer(&tx, customer_ref).await?;
     let Some(row) = tx
         .query_opt(
             "DELETE FROM customers WHERE customer_ref = $1 RETURNING shops",
@@ -192,6 +195,15 @@ pub async fn delete(client: &mut Client, customer_ref: &str) -> anyhow::Result<b
     .await?;
     tx.commit().await?;
     Ok(true)
+}
+
+async fn lock_customer(tx: &Transaction<'_>, customer_ref: &str) -> anyhow::Result<()> {
+    tx.execute(
+        "SELECT pg_advisory_xact_lock(hashtext('tastesync customer ' || $1))",
+        &[&customer_ref],
+    )
+    .await?;
+    Ok(())
 }
 
 /// Gives each shop (in a fixed order, so concurrent writers cannot deadlock) its next version
@@ -313,9 +325,11 @@ pub async fn refresh_eid_keys(
             .await?
             .get(0);
         if until.is_some_and(|until| until < horizon) {
-            save_in(&tx, &customer, now_s, eid_days)
-                .await
-                .with_context(|| format!("renewing the keys of customer {customer_ref}"))?;
+            // One customer HQ's data no longer lets us save must not stop everyone's renewal.
+            if let Err(e) = save_in(&tx, &customer, now_s, eid_days).await {
+                tracing::error!("cannot renew the keys of customer {customer_ref}: {e:#}");
+                continue; // dropping the transaction rolls it back
+            }
             renewed += 1;
         }
         tx.commit().await?;

@@ -197,14 +197,14 @@ pub async fn dead_letter(
     topic: &str,
     payload: &[u8],
     reason: &str,
-) -> anyhow::Result<()> {
-    client
-        .execute(
-            "INSERT INTO dead_letters (topic, payload, reason) VALUES ($1, $2, $3)",
+) -> anyhow::Result<i64> {
+    Ok(client
+        .query_one(
+            "INSERT INTO dead_letters (topic, payload, reason) VALUES ($1, $2, $3) RETURNING id",
             &[&topic, &payload, &reason],
         )
-        .await?;
-    Ok(())
+        .await?
+        .get(0))
 }
 
 /// Records a shop's online/offline status message.

@@ -15,13 +15,14 @@
 //! and resync requests reach one of them through the shared subscription.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
 use rumqttc::{AsyncClient, QoS};
-use tastesync_shared::downlink::{ChangeBatch, CustomerChange, ResyncRequest};
+use tastesync_shared::downlink::{ChangeBatch, CustomerChange};
 use tastesync_shared::wire::{self, MAX_PAYLOAD};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 use crate::customers::{self, CHANNEL};
@@ -32,22 +33,59 @@ const PAGE: i64 = 500;
 /// A batch is cut before it passes this size (a record is at most a few kB).
 const BATCH_BYTES: usize = MAX_PAYLOAD / 4;
 
-/// Work for the publisher from the broker side.
-pub enum Request {
-    /// The broker connection (re)started: announce every shop's latest version.
-    BrokerConnected,
-    /// A box asked for the changes after its version (payload not yet validated).
-    Resync { shop: String, payload: bytes::Bytes },
+/// Work for the publisher from the broker side, coalesced so that none is dropped and none
+/// piles up however many boxes ask at once: per shop the lowest version asked from, and
+/// whether the broker connection (re)started (announce every shop's latest version).
+#[derive(Default)]
+pub struct Requests {
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+#[derive(Default)]
+struct Pending {
+    resync: HashMap<String, i64>,
+    announce: bool,
+}
+
+impl Requests {
+    /// A box asked for the changes after `from_version`.
+    pub fn resync(&self, shop: &str, from_version: i64) {
+        let mut pending = self.pending.lock().expect("requests");
+        let from = pending
+            .resync
+            .entry(shop.to_string())
+            .or_insert(from_version);
+        *from = (*from).min(from_version);
+        drop(pending);
+        self.wake.notify_one();
+    }
+
+    /// The broker connection (re)started.
+    pub fn broker_connected(&self) {
+        self.pending.lock().expect("requests").announce = true;
+        self.wake.notify_one();
+    }
+
+    async fn next(&self) -> Pending {
+        loop {
+            let pending = std::mem::take(&mut *self.pending.lock().expect("requests"));
+            if pending.announce || !pending.resync.is_empty() {
+                return pending;
+            }
+            self.wake.notified().await; // a notification in between leaves a permit
+        }
+    }
 }
 
 /// Runs for ever: a lost database connection is re-established and the heads announced again.
-pub async fn run(config: Config, mqtt: AsyncClient, mut requests: mpsc::Receiver<Request>) {
+pub async fn run(config: Config, mqtt: AsyncClient, requests: Arc<Requests>) {
     loop {
         let (mut db, mut notifications) = connect_listening(&config.database_url).await;
         let mut sent: HashMap<String, i64> = HashMap::new();
         let mut refresh =
             tokio::time::interval(Duration::from_secs(config.eid_refresh_secs.max(1)));
-        let result: anyhow::Result<()> = async {
+        let result: anyhow::Result<std::convert::Infallible> = async {
             announce_heads(&db, &mqtt, &mut sent).await?;
             loop {
                 tokio::select! {
@@ -57,16 +95,14 @@ pub async fn run(config: Config, mqtt: AsyncClient, mut requests: mpsc::Receiver
                         let up_to = publish_after(&db, &mqtt, &shop, after).await?;
                         sent.insert(shop, up_to);
                     }
-                    request = requests.recv() => match request {
-                        None => return Ok(()),
-                        Some(Request::BrokerConnected) => announce_heads(&db, &mqtt, &mut sent).await?,
-                        Some(Request::Resync { shop, payload }) => match ResyncRequest::parse(&payload) {
-                            Ok(request) => {
-                                publish_after(&db, &mqtt, &shop, request.from_version).await?;
-                            }
-                            Err(e) => tracing::warn!(shop, "ignoring a resync request: {}", e.without_payload()),
-                        },
-                    },
+                    pending = requests.next() => {
+                        if pending.announce {
+                            announce_heads(&db, &mqtt, &mut sent).await?;
+                        }
+                        for (shop, from_version) in pending.resync {
+                            publish_after(&db, &mqtt, &shop, from_version).await?;
+                        }
+                    }
                     _ = refresh.tick() => {
                         let renewed = customers::refresh_eid_keys(&mut db, now_s(), config.eid_days).await?;
                         if renewed > 0 {
@@ -77,13 +113,9 @@ pub async fn run(config: Config, mqtt: AsyncClient, mut requests: mpsc::Receiver
             }
         }
         .await;
-        match result {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!("downlink: {e:#}; reconnecting");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-            }
-        }
+        let Err(e) = result;
+        tracing::warn!("downlink: {e:#}; reconnecting");
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

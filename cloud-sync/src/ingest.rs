@@ -5,14 +5,16 @@
 //! the downlink worker.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde::Deserialize;
+use tastesync_shared::downlink::ResyncRequest;
 use tastesync_shared::wire::{self, Ack, EventBatch};
 use tokio::sync::mpsc;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, Transaction};
 
 use crate::{db, downlink};
 
@@ -83,7 +85,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     // The broker connection is polled here and nowhere else, so a slow database never stalls
     // its keep-alive; storing and the downlink run as their own tasks.
     let (to_store, from_broker) = mpsc::channel::<Message>(4 * MAX_GROUP);
-    let (to_downlink, downlink_requests) = mpsc::channel(1024);
+    let downlink_requests = Arc::new(downlink::Requests::default());
     let mut store = tokio::spawn(store_loop(
         config.database_url.clone(),
         client.clone(),
@@ -92,8 +94,9 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let mut downlink = tokio::spawn(downlink::run(
         config.clone(),
         client.clone(),
-        downlink_requests,
+        downlink_requests.clone(),
     ));
+    let mut subscribed = false;
     tracing::info!("cloud-sync started");
     loop {
         let event = tokio::select! {
@@ -101,28 +104,39 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             result = &mut store => anyhow::bail!("the store worker stopped: {result:?}"),
             result = &mut downlink => anyhow::bail!("the downlink worker stopped: {result:?}"),
         };
-        match event {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                for leaf in ["events", "status", "resync"] {
-                    client
-                        .subscribe(
-                            wire::shared_subscription(&config.group, leaf),
-                            QoS::AtLeastOnce,
-                        )
-                        .await?;
-                }
+        if matches!(event, Ok(Event::Incoming(Packet::ConnAck(_)))) {
+            subscribed = false;
+        }
+        if !subscribed && matches!(event, Ok(Event::Incoming(_) | Event::Outgoing(_))) {
+            // Never wait on the client's request queue here: only this loop drains it (the
+            // downlink may have filled it while the broker was away). Retried on the next
+            // event until there is room.
+            subscribed = ["events", "status", "resync"].iter().all(|leaf| {
+                client
+                    .try_subscribe(
+                        wire::shared_subscription(&config.group, leaf),
+                        QoS::AtLeastOnce,
+                    )
+                    .is_ok()
+            });
+            if subscribed {
                 tracing::info!("connected to the broker");
-                forward(&to_downlink, downlink::Request::BrokerConnected);
+                downlink_requests.broker_connected();
             }
+        }
+        match event {
             Ok(Event::Incoming(Packet::Publish(message))) => {
                 match wire::parse_topic(&message.topic) {
-                    Some((shop, "resync")) => {
-                        let request = downlink::Request::Resync {
-                            shop: shop.to_string(),
-                            payload: message.payload,
-                        };
-                        forward(&to_downlink, request);
-                    }
+                    Some((shop, "resync")) => match ResyncRequest::parse(&message.payload) {
+                        Ok(request) => downlink_requests.resync(shop, request.from_version),
+                        Err(e) => {
+                            tracing::warn!(
+                                shop,
+                                "ignoring a resync request: {}",
+                                e.without_payload()
+                            )
+                        }
+                    },
                     _ => {
                         let message = Message {
                             topic: message.topic,
@@ -140,15 +154,6 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
-    }
-}
-
-/// Hands work to the downlink worker without waiting (this loop must keep polling). A request
-/// dropped because the worker is swamped is repeated: boxes ask again on their next gap or
-/// connection.
-fn forward(downlink: &mpsc::Sender<downlink::Request>, request: downlink::Request) {
-    if downlink.try_send(request).is_err() {
-        tracing::warn!("the downlink worker is busy; dropped a request");
     }
 }
 
@@ -239,19 +244,51 @@ async fn store_one_by_one(db: &mut Client, group: &[Message]) -> Vec<(String, i6
                 break;
             }
             Err(e) => {
-                let reason = format!("refused by the database: {e}");
                 let stored = async {
                     let tx = db.transaction().await?;
-                    db::dead_letter(&tx, &message.topic, &message.payload, &reason).await?;
-                    anyhow::Ok(tx.commit().await?)
+                    let acked = refuse(&tx, message, &e).await?;
+                    tx.commit().await?;
+                    anyhow::Ok(acked)
                 };
-                if let Err(e) = stored.await {
-                    tracing::error!("cannot record a dead letter: {e:#}");
+                match stored.await {
+                    Ok(mut acked) => acks.append(&mut acked),
+                    Err(e) => tracing::error!("cannot record a dead letter: {e:#}"),
                 }
             }
         }
     }
     acks
+}
+
+/// A message PostgreSQL refused for its content (jsonb cannot hold `\u0000`, say) goes to the
+/// dead letters whole. If it was a valid batch, its seqs are stored with a body pointing to
+/// the dead letter, so the shop's acknowledgements move on: a box must never resend one bad
+/// event for ever, and the event itself is kept (in `dead_letters.payload`).
+async fn refuse(
+    tx: &Transaction<'_>,
+    message: &Message,
+    error: &anyhow::Error,
+) -> anyhow::Result<Vec<(String, i64)>> {
+    let detail = error
+        .downcast_ref::<tokio_postgres::Error>()
+        .and_then(tokio_postgres::Error::as_db_error)
+        .map_or_else(|| format!("{error:#}"), |e| e.message().to_string());
+    let reason = format!("refused by the database: {detail}");
+    tracing::warn!(
+        topic = message.topic,
+        "refused a message; the reason is in dead_letters"
+    );
+    let id = db::dead_letter(tx, &message.topic, &message.payload, &reason).await?;
+    let Some((shop, "events")) = wire::parse_topic(&message.topic) else {
+        return Ok(Vec::new());
+    };
+    let Ok(mut batch) = EventBatch::parse(&message.payload, shop) else {
+        return Ok(Vec::new());
+    };
+    for event in &mut batch.events {
+        event.body = serde_json::json!({ "dead_letter_id": id });
+    }
+    db::store_batches(tx, &[batch]).await
 }
 
 /// Validates a group of messages and stores it in one transaction; returns the acks to send.

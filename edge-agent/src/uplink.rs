@@ -97,10 +97,30 @@ fn broker_address(broker: &str) -> anyhow::Result<(&str, u16)> {
         .with_context(|| format!("uplink.broker {broker:?} must be host:port"))
 }
 
-/// Runs until shutdown.
+/// Runs until shutdown. A local failure (a full disk refusing HQ's changes, a store error)
+/// never ends the sync for good: it is logged, shown on the owner page, and the uplink starts
+/// over from what the store holds.
 pub async fn run(
     config: &Config,
     status: SyncStatus,
+    index_changed: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    loop {
+        let result = run_once(config, &status, index_changed.clone(), shutdown.clone()).await;
+        let Err(e) = result else { return Ok(()) };
+        tracing::error!("the uplink stopped: {e:#}; starting over in 5 s");
+        status.send_replace(format!("error: {e:#}; retrying"));
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+    }
+}
+
+async fn run_once(
+    config: &Config,
+    status: &SyncStatus,
     index_changed: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {

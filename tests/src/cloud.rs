@@ -191,8 +191,17 @@ impl Mosquitto {
     /// Stops the broker (everything in flight is lost: persistence is off) and starts it
     /// again on the same port.
     pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Stops the broker (until [`start_again`](Self::start_again)).
+    pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    pub fn start_again(&mut self) {
         self.child = spawn_broker(&self.dir.path().join("mosquitto.conf"), self.port);
     }
 

@@ -443,3 +443,42 @@ fn hq_mistakes_are_refused_with_reasons_and_change_nothing() {
         "refused commands wrote no change"
     );
 }
+
+#[test]
+fn cloud_sync_comes_back_after_a_broker_outage_with_changes_for_1100_shops_queued() {
+    let shop = Shop::new();
+    let mut broker = Mosquitto::start("allow_anonymous true");
+    let database = Database::create();
+    let cloud = CloudSync::start(&shop, &database, &broker, "cloud-1");
+    let hq = Hq::new(&shop, &database);
+    broker.stop();
+    // One customer for 1,100 shops: more changes to publish than the MQTT client queues
+    // while the broker is away.
+    let shops: Vec<String> = (0..1100).map(|i| format!("shop-{i}")).collect();
+    let mut args = vec!["enroll", "--ref", "C1", "--name", "Chain Regular"];
+    for s in &shops {
+        args.extend(["--shop", s.as_str()]);
+    }
+    hq.ok(&args);
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    broker.start_again();
+
+    // The service still takes in a shop's events and answers it.
+    let box_online = shop.run_online("shop-7", &format!("broker = {:?}", broker.address()));
+    assert!(
+        eventually(30, || box_cache(&shop).contains_key("C1")),
+        "the box gets its change after the outage"
+    );
+    broker.publish(
+        "tastesync/v1/shops/shop-8/events",
+        r#"{"v":1,"shop_id":"shop-8","events":[{"seq":1,"event_id":"e1","type":"customer_arrived","at_ms":1,"body":{}}]}"#,
+    );
+    assert!(
+        eventually(30, || database
+            .query("SELECT acked_seq FROM shops WHERE shop_id = 'shop-8'")
+            == ["1"]),
+        "events are stored again"
+    );
+    drop(box_online);
+    drop(cloud);
+}

@@ -1,7 +1,7 @@
 //! Versioned schema migrations, tracked in SQLite's `user_version`. Append only: a released
 //! migration is never edited, a change is a new entry.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, TransactionBehavior};
 
 const MIGRATIONS: &[&str] = &[
     // 1: customers, tag bindings, EID temporary keys, visits; a revision counter bumped by
@@ -126,21 +126,25 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE meta ADD COLUMN downlink_version INTEGER NOT NULL DEFAULT 0;",
 ];
 
-/// Applies the migrations the database has not seen yet, each in its own transaction.
+/// Applies the migrations the database has not seen yet, each in its own transaction. The
+/// version is read inside an immediate (write-locked) transaction, so two processes opening
+/// a new database at once (the daemon and a command) do not both migrate it.
 pub fn apply(conn: &mut Connection) -> anyhow::Result<()> {
-    let current: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    if current > MIGRATIONS.len() {
-        anyhow::bail!(
-            "the database is at schema version {current}, newer than this program knows ({}); \
-             run a newer tastesync-edge",
-            MIGRATIONS.len()
-        );
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        let tx = conn.transaction()?;
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let current: usize = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current > MIGRATIONS.len() {
+            anyhow::bail!(
+                "the database is at schema version {current}, newer than this program knows \
+                 ({}); run a newer tastesync-edge",
+                MIGRATIONS.len()
+            );
+        }
+        let Some(sql) = MIGRATIONS.get(current) else {
+            return Ok(());
+        };
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", i + 1)?;
+        tx.pragma_update(None, "user_version", current + 1)?;
         tx.commit()?;
     }
-    Ok(())
 }
