@@ -210,12 +210,7 @@ fn run(command: Command) -> Result<(), String> {
             if !(1..=60).contains(&days) {
                 return Err("--days must be 1 to 60".into());
             }
-            let from = from.unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map(|d| d.as_secs() as u32)
-                    .unwrap_or(0)
-            });
+            let from = from.unwrap_or_else(downlink::now_s);
             let until = from.saturating_add(days * 86_400);
             println!("customer_ref,exponent,epoch,temporary_key");
             // One epoch back too: a tag whose clock runs late is still in the previous one.

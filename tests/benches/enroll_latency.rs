@@ -8,7 +8,6 @@
 //! sightings). Run by `scripts/bench.sh` (after `cargo build --release --bins`).
 
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU16, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
@@ -25,30 +24,12 @@ fn main() {
     let database = Database::create();
     let _cloud = CloudSync::start(&shop, &database, &broker, "bench");
     let hq = Hq::new(&shop, &database);
-    let air = shop.path("air.fifo");
-    assert!(Command::new("mkfifo").arg(&air).status().unwrap().success());
-    let config = shop.write(
-        "edge.toml",
-        &format!(
-            "shop_id = \"bench-1\"\ndatabase = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 0\n[pos]\nlisten = \"\"\n[uplink]\nbroker = {:?}\n",
-            shop.db(),
-            air.display().to_string(),
-            broker.address()
-        ),
-    );
-    let _edge = KillOnDrop(
-        Command::new(bin("tastesync-edge"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let (_edge, mut air) = shop.run_on_air("bench-1", &broker.address());
     // The air: the tag of the customer about to be enrolled, 10 times a second.
     let advertising = Arc::new(AtomicU16::new(1));
     let (stop, stopped) = mpsc::channel::<()>();
     let radio = {
         let advertising = advertising.clone();
-        let mut air = std::fs::OpenOptions::new().write(true).open(&air).unwrap();
         std::thread::spawn(move || {
             while stopped.recv_timeout(Duration::from_millis(100))
                 == Err(mpsc::RecvTimeoutError::Timeout)
@@ -137,11 +118,4 @@ fn main() {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }

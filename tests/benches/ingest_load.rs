@@ -17,11 +17,11 @@
 use std::collections::VecDeque;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tastesync_e2e::cloud::{Database, Mosquitto};
-use tastesync_e2e::{KillOnDrop, Shop, workspace};
+use tastesync_e2e::{KillOnDrop, Shop, now_ms, workspace};
 use tastesync_shared::wire::{self, Ack, EventBatch, WireEvent};
 
 const EVENTS_PER_BATCH: i64 = 4;
@@ -36,13 +36,6 @@ fn env_or(name: &str, default: u64) -> u64 {
                 .unwrap_or_else(|_| panic!("{name} must be a number"))
         })
         .unwrap_or(default)
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as u64
 }
 
 /// Batches a shop sent and not yet saw acknowledged: (last seq, at_ms).

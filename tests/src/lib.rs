@@ -176,6 +176,33 @@ impl Shop {
         tx.commit().unwrap();
     }
 
+    /// Runs the box as `shop_id` with its uplink to `broker` (`host:port`), its scanner
+    /// hearing whatever is written, as it is written, to the returned pipe (lines of the replay
+    /// format). The box is killed when the guard drops.
+    pub fn run_on_air(&self, shop_id: &str, broker: &str) -> (KillOnDrop, std::fs::File) {
+        let air = self.path("air.fifo");
+        let made = std::process::Command::new("mkfifo").arg(&air).status();
+        assert!(made.unwrap().success(), "mkfifo");
+        let config = self.write(
+            "on-air.toml",
+            &format!(
+                "shop_id = {shop_id:?}\ndatabase = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 0\n[pos]\nlisten = \"\"\n[uplink]\nbroker = {broker:?}\n",
+                self.db(),
+                air.display().to_string(),
+            ),
+        );
+        let edge = KillOnDrop(
+            std::process::Command::new(bin("tastesync-edge"))
+                .args(["run", "--config", config.to_str().unwrap()])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        // Opening blocks until the box opens its end.
+        let writer = std::fs::OpenOptions::new().write(true).open(&air).unwrap();
+        (edge, writer)
+    }
+
     /// Derives EID keys with the cloud tool and imports them, as a shop would receive them.
     pub fn enroll_eid(&self, customer_ref: &str, identity_key: &str, exponent: u8, from_s: u64) {
         let output = run(
@@ -242,10 +269,15 @@ impl Drop for KillOnDrop {
 
 /// Unix time now, in seconds.
 pub fn now_s() -> u64 {
+    now_ms() / 1000
+}
+
+/// Unix time now, in milliseconds.
+pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .as_secs()
+        .as_millis() as u64
 }
 
 /// Advertising data of an iBeacon.

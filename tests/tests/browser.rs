@@ -4,17 +4,9 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use tastesync_e2e::pos::PosBox;
-use tastesync_e2e::workspace;
-
-fn now_ms() -> u128 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis()
-}
+use tastesync_e2e::{now_ms, workspace};
 
 #[test]
 fn staff_see_an_arrival_within_a_second_and_handle_it_and_the_owner_sees_satisfaction() {
@@ -51,7 +43,7 @@ fn staff_see_an_arrival_within_a_second_and_handle_it_and_the_owner_sees_satisfa
     pos.customer_arrives(1); // the third sighting completes the arrival
     let injected = now_ms();
     let shown = lines.next().unwrap_or_default();
-    let shown: u128 = shown
+    let shown: u64 = shown
         .strip_prefix("SHOWN ")
         .and_then(|t| t.parse().ok())
         .unwrap_or_else(|| {

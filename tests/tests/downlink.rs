@@ -3,7 +3,6 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::process::{Command, Stdio};
 
 use tastesync_e2e::cloud::{CloudSync, Database, Hq, Mosquitto, eventually};
 use tastesync_e2e::*;
@@ -69,25 +68,7 @@ fn an_hq_enrollment_reaches_the_box_which_then_identifies_the_customer() {
     let hq = Hq::new(&shop, &database);
 
     // The box's scanner hears whatever the test writes into this pipe.
-    let air = shop.path("air.fifo");
-    assert!(Command::new("mkfifo").arg(&air).status().unwrap().success());
-    let config = shop.write(
-        "edge.toml",
-        &format!(
-            "shop_id = \"seoul-1\"\ndatabase = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 0\n[pos]\nlisten = \"\"\n[uplink]\nbroker = {:?}\n",
-            shop.db(),
-            air.display().to_string(),
-            broker.address()
-        ),
-    );
-    let _edge = KillOnDrop(
-        Command::new(bin("tastesync-edge"))
-            .args(["run", "--config", config.to_str().unwrap()])
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let mut air = std::fs::OpenOptions::new().write(true).open(&air).unwrap();
+    let (_edge, mut air) = shop.run_on_air("seoul-1", &broker.address());
     assert!(
         eventually(20, || database
             .query("SELECT online FROM shops WHERE shop_id = 'seoul-1'")
