@@ -185,8 +185,16 @@ fn load(path: Option<&std::path::Path>) -> anyhow::Result<ingest::Config> {
     };
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("invalid configuration in {}: {e}", path.display()))
+    let config: ingest::Config = toml::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("invalid configuration in {}: {e}", path.display()))?;
+    // Shops refuse a customer with more keys than 60 days' worth.
+    if !(1..=60).contains(&config.eid_days) {
+        anyhow::bail!(
+            "invalid configuration in {}: eid_days must be 1 to 60",
+            path.display()
+        );
+    }
+    Ok(config)
 }
 
 fn run(command: Command) -> Result<(), String> {
@@ -226,9 +234,6 @@ fn run(command: Command) -> Result<(), String> {
 }
 
 async fn manage_customers(config: ingest::Config, command: CustomersCommand) -> anyhow::Result<()> {
-    if !(1..=60).contains(&config.eid_days) {
-        anyhow::bail!("eid_days must be 1 to 60");
-    }
     let mut db = db::connect(&config.database_url).await?;
     let now = downlink::now_s();
     match command {

@@ -412,6 +412,16 @@ fn hq_mistakes_are_refused_with_reasons_and_change_nothing() {
         "no customer \"C9\"",
     );
     refused(&["delete", "--ref", "C9"], "no customer \"C9\"");
+    let bad = shop.write(
+        "bad.toml",
+        &format!("database_url = {:?}\neid_days = 90\n", database.url()),
+    );
+    let output = run(
+        "tastesync-cloud",
+        &["customers", "--config", bad.to_str().unwrap(), "list"],
+    );
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("eid_days must be 1 to 60"));
     let customers = hq.ok(&["list"]);
     assert_eq!(customers.len(), 1);
     assert!(
