@@ -1,19 +1,23 @@
-//! `tastesync-cloud`: the cloud side. `serve` ingests the shops' events from MQTT into
-//! PostgreSQL, acknowledges them, and publishes HQ's customer changes to the shops;
-//! `customers` is HQ's admin tool (enroll, update, delete, list); `eid-keys` derives EID
-//! temporary keys from a customer's identity key, so that identity keys never leave the cloud.
+//! `tastesync-cloud`: the cloud side. `serve` ingests the boxes' events from MQTT into
+//! PostgreSQL, acknowledges them, publishes HQ's customer changes to the boxes, and serves
+//! the API blank boxes claim themselves through; `shops` and `customers` are HQ's admin tools;
+//! `eid-keys` derives EID temporary keys from a customer's identity key, so that identity
+//! keys never leave the cloud.
+//!
+//! The code is laid out by concern: `config`, `storage/` (PostgreSQL, one file per table
+//! family), `mqtt/` (the boxes' side), `api/` (HTTP), `cmd/` (one file per command).
 
-mod customers;
-mod db;
-mod downlink;
-mod ingest;
+mod api;
+mod cmd;
+mod config;
+mod mqtt;
+mod storage;
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use tastesync_shared::TagId;
-use tastesync_shared::eid::{MAX_EXPONENT, epoch_of, temporary_key};
-use tastesync_shared::hexfmt::{hex, parse_fixed};
+
+use crate::config::Config;
 
 #[derive(Parser)]
 #[command(name = "tastesync-cloud", version, about = "TasteSync cloud side")]
@@ -24,12 +28,21 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Ingest shops' events from the MQTT broker into PostgreSQL (runs until stopped).
+    /// Ingest the boxes' events from the MQTT broker into PostgreSQL, publish HQ's changes
+    /// to them, and serve the API (runs until stopped).
     Serve {
         /// TOML: database_url, broker, username, password, group, client_id, eid_days,
-        /// eid_refresh_secs.
+        /// eid_refresh_secs, [http], [provisioning] (firmware-notes/cloud-configuration.md).
         #[arg(long, short)]
         config: Option<std::path::PathBuf>,
+    },
+    /// HQ's shops and their boxes: add a shop, give its owner a claim code, list, revoke.
+    Shops {
+        /// The `serve` configuration (its database, and its broker to revoke a box).
+        #[arg(long, short, global = true)]
+        config: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        command: ShopsCommand,
     },
     /// HQ's customers: enrolled here, they reach their shops' boxes through the downlink.
     Customers {
@@ -57,6 +70,34 @@ enum Command {
         #[arg(long, default_value_t = 7)]
         days: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum ShopsCommand {
+    /// Add a shop.
+    Add {
+        /// 1 to 64 letters, digits, - and _.
+        shop_id: String,
+        /// The shop's name, for people.
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// Print a one-time code the shop's owner types on a blank box to claim it for the shop.
+    ClaimCode {
+        shop_id: String,
+        /// How long the code is valid.
+        #[arg(long, default_value_t = 24)]
+        valid_hours: u64,
+    },
+    /// List shops with their boxes (online, last event, backlog, software) and gaps, as JSON
+    /// lines.
+    List {
+        /// Only this shop.
+        #[arg(long)]
+        shop: Option<String>,
+    },
+    /// Revoke a box: the broker refuses it from now on (a lost or stolen box).
+    Revoke { box_id: String },
 }
 
 #[derive(Subcommand)]
@@ -134,215 +175,52 @@ struct Fields {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Command::Customers { config, command } = cli.command {
-        let result = load(config.as_deref()).and_then(|config| {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-                .block_on(manage_customers(config, command))
-        });
-        return match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(2)
-            }
-        };
-    }
-    if let Command::Serve { config } = &cli.command {
-        tracing_subscriber::fmt()
-            .with_writer(std::io::stderr)
-            .with_env_filter(
-                tracing_subscriber::EnvFilter::try_from_default_env()
-                    .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-            )
-            .init();
-        let result = load(config.as_deref()).and_then(|config| {
-            tokio::runtime::Runtime::new()
-                .map_err(anyhow::Error::from)?
-                .block_on(ingest::serve(config))
-        });
-        return match result {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::FAILURE
-            }
-        };
-    }
-    match run(cli.command) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            eprintln!("error: {message}");
-            ExitCode::from(2)
+    let result = match cli.command {
+        Command::Serve { config } => {
+            tracing_subscriber::fmt()
+                .with_writer(std::io::stderr)
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .init();
+            let result = Config::load(config.as_deref()).and_then(|config| {
+                tokio::runtime::Runtime::new()?.block_on(cmd::serve::run(config))
+            });
+            // The service failing is not the caller's mistake: exit code 1.
+            return match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
         }
-    }
-}
-
-fn load(path: Option<&std::path::Path>) -> anyhow::Result<ingest::Config> {
-    let Some(path) = path else {
-        return Ok(ingest::Config::default());
-    };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
-    let config: ingest::Config = toml::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("invalid configuration in {}: {e}", path.display()))?;
-    // Shops refuse a customer with more keys than 60 days' worth.
-    if !(1..=60).contains(&config.eid_days) {
-        anyhow::bail!(
-            "invalid configuration in {}: eid_days must be 1 to 60",
-            path.display()
-        );
-    }
-    Ok(config)
-}
-
-fn run(command: Command) -> Result<(), String> {
-    match command {
-        Command::Serve { .. } | Command::Customers { .. } => unreachable!("handled in main"),
+        Command::Shops { config, command } => Config::load(config.as_deref())
+            .and_then(|config| block_on(cmd::shops::run(config, command))),
+        Command::Customers { config, command } => Config::load(config.as_deref())
+            .and_then(|config| block_on(cmd::customers::run(config, command))),
         Command::EidKeys {
             customer_ref,
             identity_key,
             exponent,
             from,
             days,
-        } => {
-            let key: [u8; 16] = parse_fixed(identity_key.trim())
-                .ok_or("--identity-key must be 32 hex digits (16 bytes)")?;
-            if exponent > MAX_EXPONENT {
-                return Err(format!("--exponent must be 0 to {MAX_EXPONENT}"));
-            }
-            if customer_ref.is_empty() || customer_ref.contains([',', '"', '\n']) {
-                return Err("--customer-ref must be non-empty, without commas or quotes".into());
-            }
-            if !(1..=60).contains(&days) {
-                return Err("--days must be 1 to 60".into());
-            }
-            let from = from.unwrap_or_else(downlink::now_s);
-            let until = from.saturating_add(days * 86_400);
-            println!("customer_ref,exponent,epoch,temporary_key");
-            // One epoch back too: a tag whose clock runs late is still in the previous one.
-            for epoch in epoch_of(from).saturating_sub(1)..=epoch_of(until) {
-                println!(
-                    "{customer_ref},{exponent},{epoch},{}",
-                    hex(&temporary_key(&key, epoch))
-                );
-            }
+        } => cmd::eid_keys::run(&customer_ref, &identity_key, exponent, from, days)
+            .map_err(anyhow::Error::msg),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
         }
     }
-    Ok(())
 }
 
-async fn manage_customers(config: ingest::Config, command: CustomersCommand) -> anyhow::Result<()> {
-    let mut db = db::connect(&config.database_url).await?;
-    let now = downlink::now_s();
-    match command {
-        CustomersCommand::Enroll {
-            customer_ref,
-            name,
-            fields,
-            shops,
-            tags,
-            eid,
-            eid_exponent,
-        } => {
-            if !customers::list(&db, Some(&customer_ref), None)
-                .await?
-                .is_empty()
-            {
-                anyhow::bail!("customer {customer_ref:?} already exists; use `update`");
-            }
-            let mut customer = customers::Customer {
-                customer_ref,
-                display_name: name,
-                tier: fields.tier.unwrap_or_default(),
-                notes: fields.notes.unwrap_or_default(),
-                preferences: fields.preferences.unwrap_or_default(),
-                tag_ids: canonical_tags(&tags)?,
-                shops,
-                eid_exponent: None,
-                eid_identity_key: None,
-            };
-            if eid {
-                if eid_exponent > MAX_EXPONENT {
-                    anyhow::bail!("--eid-exponent must be 0 to {MAX_EXPONENT}");
-                }
-                customer.eid_exponent = Some(eid_exponent);
-                customer.eid_identity_key = Some(new_identity_key());
-            }
-            customers::save(&mut db, &customer, now, config.eid_days).await?;
-            print_customer(&customer, eid);
-        }
-        CustomersCommand::Update {
-            customer_ref,
-            name,
-            fields,
-            shops,
-            tags,
-            no_tags,
-            new_eid,
-            no_eid,
-        } => {
-            let Some(mut customer) = customers::list(&db, Some(&customer_ref), None).await?.pop()
-            else {
-                anyhow::bail!("no customer {customer_ref:?}");
-            };
-            customer.display_name = name.unwrap_or(customer.display_name);
-            customer.tier = fields.tier.unwrap_or(customer.tier);
-            customer.notes = fields.notes.unwrap_or(customer.notes);
-            customer.preferences = fields.preferences.unwrap_or(customer.preferences);
-            if !shops.is_empty() {
-                customer.shops = shops;
-            }
-            if no_tags || !tags.is_empty() {
-                customer.tag_ids = canonical_tags(&tags)?;
-            }
-            if new_eid {
-                customer.eid_exponent = customer.eid_exponent.or(Some(10));
-                customer.eid_identity_key = Some(new_identity_key());
-            }
-            if no_eid {
-                customer.eid_exponent = None;
-                customer.eid_identity_key = None;
-            }
-            customers::save(&mut db, &customer, now, config.eid_days).await?;
-            print_customer(&customer, new_eid);
-        }
-        CustomersCommand::Delete { customer_ref } => {
-            if !customers::delete(&mut db, &customer_ref).await? {
-                anyhow::bail!("no customer {customer_ref:?}");
-            }
-        }
-        CustomersCommand::List { shop } => {
-            for customer in customers::list(&db, None, shop.as_deref()).await? {
-                print_customer(&customer, false);
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Tags in their canonical text form (as shops store and match them).
-fn canonical_tags(tags: &[String]) -> anyhow::Result<Vec<String>> {
-    tags.iter()
-        .map(|t| {
-            t.parse::<TagId>()
-                .map(|tag| tag.to_string())
-                .map_err(|e| anyhow::anyhow!("--tag {t:?}: {e}"))
-        })
-        .collect()
-}
-
-fn new_identity_key() -> [u8; 16] {
-    let mut key = [0; 16];
-    getrandom::fill(&mut key).expect("the OS random number generator");
-    key
-}
-
-fn print_customer(customer: &customers::Customer, with_identity_key: bool) {
-    let mut json = serde_json::to_value(customer).expect("a customer serialises");
-    if let Some(key) = customer.eid_identity_key.filter(|_| with_identity_key) {
-        json["eid_identity_key"] = hex(&key).into();
-    }
-    println!("{json}");
+fn block_on<T>(future: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(future)
 }

@@ -14,10 +14,14 @@ use crate::presence::PresenceConfig;
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// This shop's id (used in sync topics later; letters, digits, `-` and `_`).
+    /// The shop's id, for a box set up by hand (1 to 64 letters, digits, `-` and `_`). Empty
+    /// (the default): the box is claimed for its shop through the cloud (`[cloud]`).
     pub shop_id: String,
     /// The SQLite database file.
     pub database: PathBuf,
+    /// The box's identity (its box id and, once claimed, its shop and broker credentials);
+    /// default: `box-identity.json` beside the database.
+    pub identity_file: Option<PathBuf>,
     /// Largest size of the database in MB (0: as large as the disk allows). When it is full
     /// (or the disk is), the box keeps alerting and says so; see firmware-notes.
     pub database_max_mb: u64,
@@ -26,6 +30,18 @@ pub struct Config {
     pub eid: EidConfig,
     pub pos: PosConfig,
     pub uplink: crate::uplink::UplinkConfig,
+    pub cloud: CloudConfig,
+}
+
+/// The cloud's provisioning API, which a blank box is claimed through (section `[cloud]`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudConfig {
+    /// Its base address, e.g. `https://cloud.tastesync.example:8443`. Plain `http://` is
+    /// accepted only to this machine (development).
+    pub url: String,
+    /// PEM file of the CA that signed the API's certificate, if not one the system trusts.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The POS server for tablets and the owner's page (section `[pos]`).
@@ -92,14 +108,16 @@ pub struct EidConfig {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            shop_id: "shop".into(),
+            shop_id: String::new(),
             database: PathBuf::from("/var/lib/tastesync/edge.db"),
+            identity_file: None,
             database_max_mb: 0,
             scanner: ScannerConfig::default(),
             presence: PresenceConfig::default(),
             eid: EidConfig::default(),
             pos: PosConfig::default(),
             uplink: crate::uplink::UplinkConfig::default(),
+            cloud: CloudConfig::default(),
         }
     }
 }
@@ -163,17 +181,20 @@ impl Config {
     }
 
     fn validate(&self) -> anyhow::Result<()> {
-        if self.shop_id.is_empty()
-            || !self
-                .shop_id
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
-        {
+        if !self.shop_id.is_empty() && !tastesync_shared::wire::is_valid_id(&self.shop_id) {
             bail!(
-                "shop_id {:?} must be letters, digits, '-' or '_'",
+                "shop_id {:?} must be 1 to 64 letters, digits, '-' or '_' (or empty, to claim \
+                 the box through the cloud)",
                 self.shop_id
             );
         }
+        if self.shop_id.is_empty() && !self.uplink.broker.is_empty() {
+            bail!(
+                "uplink.broker is set but shop_id is not: set both (a box set up by hand), or \
+                 neither (claim the box through the cloud)"
+            );
+        }
+        crate::uplink::validate_tuning(&self.uplink).context("invalid [uplink] section")?;
         self.presence
             .validate()
             .map_err(anyhow::Error::msg)
@@ -188,6 +209,13 @@ impl Config {
             bail!("scanner.watchdog_secs and scanner.max_devices must be positive");
         }
         Ok(())
+    }
+
+    /// The identity file: as configured, else beside the database.
+    pub fn identity_path(&self) -> PathBuf {
+        self.identity_file
+            .clone()
+            .unwrap_or_else(|| self.database.with_file_name("box-identity.json"))
     }
 }
 
@@ -259,12 +287,16 @@ mod tests {
 
     #[test]
     fn mistakes_are_explained() {
+        let long = format!("shop_id = \"{}\"\n", "x".repeat(65));
         let cases = [
             (
                 "[presence]\narive_rssi = -70\n",
                 "unknown field `arive_rssi`",
             ),
-            ("shop_id = \"a b\"\n", "must be letters"),
+            ("shop_id = \"a b\"\n", "must be 1 to 64 letters"),
+            (long.as_str(), "must be 1 to 64 letters"),
+            ("[uplink]\nbroker = \"127.0.0.1:1883\"\n", "shop_id is not"),
+            ("[uplink]\nbatch_bytes = 100\n", "batch_bytes"),
             (
                 "[scanner]\nsource = \"replay\"\n",
                 "needs scanner.replay_file",

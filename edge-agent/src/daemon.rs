@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::{Config, ScannerConfig, SourceKind};
 use crate::events::PresenceEvent;
+use crate::identity::IdentityFile;
 use crate::pipeline::{Advertisement, Pipeline, PipelineStats};
 use crate::pos::{self, EventHub, Health};
 use crate::simulate::Simulation;
@@ -109,14 +110,21 @@ pub async fn run(
         cloud_sync: "not configured".into(),
         storage: "ok".into(),
     });
+    let identity = Arc::new(IdentityFile::open(&config.identity_path())?);
+    let box_id = identity.get().box_id;
+    tracing::info!(
+        box_id,
+        standing = ?identity.get().standing(&config.shop_id),
+        "box identity"
+    );
     let server = if config.pos.listen.is_empty() {
         None
     } else {
         let pos_store = Store::open(&config.database)?;
         pos_store.limit_size(config.database_max_mb)?;
         let server = pos::serve(
-            &config.pos,
-            &config.shop_id,
+            Arc::new(config.clone()),
+            identity.clone(),
             pos_store,
             hub.clone(),
             health_rx,
@@ -131,14 +139,17 @@ pub async fn run(
 
     let (sync_tx, sync_rx) = watch::channel(String::from("not configured"));
     let index_changed = Arc::new(tokio::sync::Notify::new());
-    let uplink = if config.uplink.broker.is_empty() {
-        None
-    } else {
+    // A box set up by hand connects as its config says; a claimed one as its claim says; a
+    // blank one waits for its claim.
+    if !config.uplink.broker.is_empty() {
         crate::uplink::validate(&config.uplink).context("invalid [uplink] section")?;
         sync_tx.send_replace("connecting".into());
+    }
+    let uplink = {
         let (config, shutdown, notify) = (config.clone(), shutdown.clone(), index_changed.clone());
+        let identity = identity.clone();
         Some(tokio::spawn(async move {
-            crate::uplink::run(&config, sync_tx, notify, shutdown).await
+            crate::uplink::run(&config, identity, sync_tx, notify, shutdown).await
         }))
     };
 

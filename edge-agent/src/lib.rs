@@ -1,7 +1,9 @@
 //! The shop box. Data flows one way, and the modules are named after the stages:
 //!
 //! `scan` (BLE radio or replay file) → `pipeline` (decode → `resolve` → `presence`) →
-//! `events` → `store` (visits in SQLite) → `pos` (live alerts to tablets, the owner's page).
+//! `events` → `store` (visits in SQLite) → `pos` (live alerts to tablets, the owner's page),
+//! and `store` → `uplink` (the outbox to the cloud, HQ's customers back). `identity` is the
+//! box's id and claim, `provisioning` the cloud API that claims it.
 //!
 //! `resolve`, `presence` and `pipeline` are the synchronous domain core: no I/O, no async,
 //! tested and benchmarked without a runtime. `scan`, `store` and `daemon` are the adapters.
@@ -10,9 +12,11 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod events;
+pub mod identity;
 pub mod pipeline;
 pub mod pos;
 pub mod presence;
+pub mod provisioning;
 pub mod resolve;
 pub mod scan;
 pub mod simulate;

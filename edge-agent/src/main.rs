@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use tastesync_edge::config::Config;
 use tastesync_edge::daemon::{self, Source};
 use tastesync_edge::demo::{self, DemoOptions};
+use tastesync_edge::identity::IdentityFile;
+use tastesync_edge::provisioning::{self, ClaimError};
 use tastesync_edge::store::Store;
 use tastesync_edge::{now_ms, pos};
 use tastesync_shared::eid::{MAX_EXPONENT, eid};
@@ -92,6 +94,24 @@ enum Command {
         /// The network interface to look on (default: all but loopback).
         #[arg(long, default_value = "")]
         interface: String,
+    },
+    /// Claim this box for its shop with the code HQ gave the owner; the running box connects
+    /// to the cloud within seconds.
+    Claim {
+        /// The claim code, e.g. 7KQM-X3PA-9RTD.
+        code: String,
+        /// The daemon's config file (its `[cloud]` address and `database`).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Print the box's identity: its box id, whether and for which shop it is claimed, and
+    /// its store's stream id.
+    Identity {
+        #[command(flatten)]
+        db: DbArgs,
+        /// One JSON object.
+        #[arg(long)]
+        json: bool,
     },
     /// Print a one-time code (valid 10 minutes) to pair a tablet with the box.
     Pair {
@@ -252,6 +272,52 @@ fn execute(command: Command) -> anyhow::Result<()> {
             }
             for b in found {
                 println!("{}\t{}", b.name, b.urls.join(" "));
+            }
+        }
+        Command::Claim { code, config } => {
+            let config = Config::load(config.as_deref())?;
+            let identity = IdentityFile::open(&config.identity_path())?;
+            let claimed = runtime()?
+                .block_on(provisioning::claim(&config, &identity, &code))
+                .map_err(|e| match e {
+                    ClaimError::Unreachable { .. } => anyhow::Error::from(e),
+                    other => BadInput(other.to_string()).into(),
+                })?;
+            println!(
+                "Claimed for shop {}. A running box connects to the cloud within seconds.",
+                claimed.shop_id
+            );
+        }
+        Command::Identity { db, json } => {
+            let mut config = Config::load(db.config.as_deref())?;
+            if let Some(path) = &db.db {
+                config.database = path.clone();
+            }
+            let identity = IdentityFile::open(&config.identity_path())?.get();
+            let store = open_store(&db)?;
+            let standing = identity.standing(&config.shop_id);
+            let shop_id = identity.shop_id(&config.shop_id);
+            let stream_id = store.current_stream_id()?;
+            if json {
+                let value = serde_json::json!({
+                    "box_id": identity.box_id,
+                    "standing": standing,
+                    "shop_id": shop_id,
+                    "stream_id": stream_id,
+                    "identity_file": config.identity_path(),
+                });
+                println!("{value}");
+            } else {
+                println!("box id:    {}", identity.box_id);
+                println!(
+                    "standing:  {}",
+                    serde_json::to_value(standing)?.as_str().unwrap_or("?")
+                );
+                println!("shop:      {}", shop_id.unwrap_or("none (claim this box)"));
+                println!(
+                    "stream id: {}",
+                    stream_id.as_deref().unwrap_or("(set when it first syncs)")
+                );
             }
         }
         Command::Pair { db } => {

@@ -4,10 +4,22 @@
 //! persist them, so anything not acknowledged end to end is simply sent again (cloud-sync
 //! ignores seqs it already has).
 //!
+//! The box speaks protocol 2 (`tastesync_shared::wire`): its own topics under its shop's, a
+//! client id of its own, batches of its store's stream cut by size, each carrying the
+//! low-water mark (everything below was acknowledged), so a cloud restored from a backup
+//! moves on instead of waiting for events that left the box. An acknowledgement counts only
+//! for the box's stream and for seqs it sent; one that reports a conflict (the cloud holds
+//! other events under these seqs: this store was restored or copied) makes the store start a
+//! new stream.
+//!
 //! A bounded window of batches is in flight; with no progress for `ack_timeout_secs`, or
 //! after a reconnection, sending restarts after the last acknowledged seq. Connection failures
-//! back off exponentially with jitter. A retained status message says `online`, and the last
-//! will `offline`, so HQ sees a box drop.
+//! back off exponentially with jitter. A retained status says the box is online, and its last
+//! will that it is not, so HQ sees a box drop.
+//!
+//! Where it connects comes from the config (a box set up by hand) or from the box's claim; a
+//! box in neither state waits for its claim. If the broker refuses a claimed box, the cloud
+//! is asked whether HQ revoked it; a revoked box works offline until it is claimed again.
 //!
 //! The same connection carries the downlink: HQ's customer changes arrive in version order and
 //! are applied atomically to the store; the daemon is told to reload its index at once. On
@@ -19,15 +31,17 @@ use std::time::Duration;
 
 use anyhow::Context;
 use rumqttc::{
-    AsyncClient, Event, LastWill, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+    AsyncClient, ConnectReturnCode, ConnectionError, Event, LastWill, MqttOptions, Packet, QoS,
+    TlsConfiguration, Transport,
 };
 use serde::Deserialize;
 use tastesync_shared::downlink::{ChangeBatch, ResyncRequest};
-use tastesync_shared::wire::{self, Ack, EventBatch, WireEvent};
+use tastesync_shared::wire::{self, Ack, BatchWriter, BoxStatus, BoxTopics, WireEvent};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::identity::{IdentityFile, Standing};
 use crate::store::{Applied, Store};
 
 /// At most one resync request per this long while one is awaited.
@@ -37,9 +51,10 @@ const RESYNC_INTERVAL: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct UplinkConfig {
-    /// The MQTT broker, `host:port`; empty turns the uplink off (the box works offline).
+    /// For a box set up by hand: the MQTT broker, `host:port`; empty keeps the box offline.
+    /// A claimed box uses what the cloud gave it instead.
     pub broker: String,
-    /// This shop's broker credentials (the broker's ACL confines it to its own topics).
+    /// This box's broker credentials (the broker's ACL confines it to its own topics).
     pub username: String,
     pub password: String,
     /// Connect with TLS (rustls), checking the broker's certificate against `ca_file`.
@@ -50,13 +65,15 @@ pub struct UplinkConfig {
     /// (Mosquitto: `require_certificate true`, `use_identity_as_username true`).
     pub client_cert_file: Option<std::path::PathBuf>,
     pub client_key_file: Option<std::path::PathBuf>,
-    /// Events per MQTT message.
+    /// Most events per MQTT message.
     pub batch_size: usize,
+    /// Largest MQTT message, bytes (at most the 1 MiB both sides accept).
+    pub batch_bytes: usize,
     /// Batches in flight before waiting for acknowledgements.
     pub window_batches: usize,
     /// Resend from the last acknowledged seq when nothing was acknowledged for this long.
     pub ack_timeout_secs: u64,
-    /// MQTT keep-alive: the broker publishes the `offline` last will about 1.5 times this
+    /// MQTT keep-alive: the broker publishes the offline last will about 1.5 times this
     /// long after the box goes silent.
     pub keep_alive_secs: u64,
 }
@@ -72,6 +89,7 @@ impl Default for UplinkConfig {
             client_cert_file: None,
             client_key_file: None,
             batch_size: 500,
+            batch_bytes: 256 << 10,
             window_batches: 8,
             ack_timeout_secs: 10,
             keep_alive_secs: 15,
@@ -82,19 +100,92 @@ impl Default for UplinkConfig {
 /// What the owner page shows about the sync.
 pub type SyncStatus = watch::Sender<String>;
 
-/// Checks the settings (broker address, TLS files) so a mistake stops the daemon at start,
-/// with the reason, instead of surfacing later.
+/// Checks a hand-set connection (broker address, TLS files) so a mistake stops the daemon at
+/// start, with the reason, instead of surfacing later.
 pub fn validate(uplink: &UplinkConfig) -> anyhow::Result<()> {
     broker_address(&uplink.broker)?;
     if uplink.tls {
-        tls_configuration(uplink)?;
+        configured_tls(uplink)?;
+    }
+    Ok(())
+}
+
+/// Checks the batching and timing keys.
+pub fn validate_tuning(uplink: &UplinkConfig) -> anyhow::Result<()> {
+    if !(4096..=wire::MAX_PAYLOAD).contains(&uplink.batch_bytes) {
+        anyhow::bail!(
+            "uplink.batch_bytes must be 4096 to {} (the limit the cloud accepts)",
+            wire::MAX_PAYLOAD
+        );
+    }
+    if uplink.batch_size == 0 || uplink.window_batches == 0 {
+        anyhow::bail!("uplink.batch_size and uplink.window_batches must be positive");
     }
     Ok(())
 }
 
 fn broker_address(broker: &str) -> anyhow::Result<(&str, u16)> {
-    wire::parse_broker(broker)
-        .with_context(|| format!("uplink.broker {broker:?} must be host:port"))
+    wire::parse_broker(broker).with_context(|| format!("broker {broker:?} must be host:port"))
+}
+
+/// Where and how the box connects.
+struct Link {
+    shop_id: String,
+    box_id: String,
+    broker: String,
+    credentials: Option<(String, String)>,
+    tls: Option<TlsConfiguration>,
+    /// Set for a claimed box: the broker refusing it may mean HQ revoked it.
+    claimed: bool,
+}
+
+/// The link the box should use now, if any.
+fn current_link(config: &Config, identity: &IdentityFile) -> anyhow::Result<Option<Link>> {
+    let identity = identity.get();
+    let uplink = &config.uplink;
+    if !config.shop_id.is_empty() {
+        if uplink.broker.is_empty() {
+            return Ok(None);
+        }
+        return Ok(Some(Link {
+            shop_id: config.shop_id.clone(),
+            box_id: identity.box_id,
+            broker: uplink.broker.clone(),
+            credentials: (!uplink.username.is_empty())
+                .then(|| (uplink.username.clone(), uplink.password.clone())),
+            tls: uplink.tls.then(|| configured_tls(uplink)).transpose()?,
+            claimed: false,
+        }));
+    }
+    let Some(claim) = identity.claim.filter(|_| identity.revoked_at_ms.is_none()) else {
+        return Ok(None);
+    };
+    let tls = match (claim.broker_tls, &claim.broker_ca_pem) {
+        (false, _) => None,
+        (true, Some(ca)) => Some(TlsConfiguration::Simple {
+            ca: ca.clone().into_bytes(),
+            alpn: None,
+            client_auth: None,
+        }),
+        (true, None) => Some(TlsConfiguration::default()),
+    };
+    Ok(Some(Link {
+        shop_id: claim.shop_id,
+        box_id: identity.box_id,
+        broker: claim.broker,
+        credentials: claim.username.zip(claim.password),
+        tls,
+        claimed: true,
+    }))
+}
+
+/// Why one connection's run ended.
+enum Stop {
+    Shutdown,
+    /// The box was claimed, claimed again, or revoked: connect as it says now.
+    IdentityChanged,
+    /// The cloud says HQ revoked the box.
+    Revoked,
 }
 
 /// Runs until shutdown. A local failure (a full disk refusing HQ's changes, a store error)
@@ -102,90 +193,148 @@ fn broker_address(broker: &str) -> anyhow::Result<(&str, u16)> {
 /// over from what the store holds.
 pub async fn run(
     config: &Config,
+    identity: Arc<IdentityFile>,
     status: SyncStatus,
     index_changed: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     loop {
-        let result = run_once(config, &status, index_changed.clone(), shutdown.clone()).await;
-        let Err(e) = result else { return Ok(()) };
-        tracing::error!("the uplink stopped: {e:#}; starting over in 5 s");
-        status.send_replace(format!("error: {e:#}; retrying"));
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-            _ = shutdown.changed() => return Ok(()),
+        let link = match current_link(config, &identity) {
+            Ok(Some(link)) => link,
+            Ok(None) => {
+                let why = match identity.get().standing(&config.shop_id) {
+                    Standing::Setup => "not claimed yet: claim this box on the owner page",
+                    Standing::Revoked => {
+                        "revoked by HQ: the box works offline; HQ can give a new claim code"
+                    }
+                    _ => "not configured",
+                };
+                status.send_replace(why.into());
+                tokio::select! {
+                    _ = identity.changed() => continue,
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
+            Err(e) => Err(e)?,
+        };
+        let result = run_once(
+            config,
+            &link,
+            &identity,
+            &status,
+            index_changed.clone(),
+            shutdown.clone(),
+        )
+        .await;
+        match result {
+            Ok(Stop::Shutdown) => return Ok(()),
+            Ok(Stop::IdentityChanged) => continue,
+            Ok(Stop::Revoked) => {
+                let mut revoked = identity.get();
+                revoked.revoked_at_ms = Some(crate::now_ms());
+                tracing::warn!("HQ revoked this box; it works offline until claimed again");
+                identity.save(revoked)?;
+            }
+            Err(e) => {
+                tracing::error!("the uplink stopped: {e:#}; starting over in 5 s");
+                status.send_replace(format!("error: {e:#}; retrying"));
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    _ = identity.changed() => {}
+                    _ = shutdown.changed() => return Ok(()),
+                }
+            }
         }
     }
 }
 
+/// Where the box's stream stands: acknowledged up to `acked`, sent (this connection) up to
+/// `sent`, and the highest seq sent since the stream began here (an ack beyond it is not
+/// for anything this box sent).
+struct StreamProgress {
+    id: String,
+    acked: i64,
+    sent: i64,
+    highest_sent: i64,
+}
+
 async fn run_once(
     config: &Config,
+    link: &Link,
+    identity: &IdentityFile,
     status: &SyncStatus,
     index_changed: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Stop> {
     let uplink = &config.uplink;
-    let (host, port) = broker_address(&uplink.broker)?;
-    let shop = config.shop_id.clone();
-    let mut options = MqttOptions::new(format!("tastesync-edge-{shop}"), host, port);
+    let (host, port) = broker_address(&link.broker)?;
+    let topics = BoxTopics::new(&link.shop_id, &link.box_id);
+    let mut options = MqttOptions::new(format!("tastesync-edge-{}", link.box_id), host, port);
     options.set_keep_alive(Duration::from_secs(uplink.keep_alive_secs.max(1)));
     options.set_clean_session(true);
     options.set_max_packet_size(wire::MAX_PAYLOAD + 4096, wire::MAX_PAYLOAD + 4096);
     options.set_last_will(LastWill::new(
-        wire::status_topic(&shop),
-        "offline",
+        &topics.status,
+        status_payload(false),
         QoS::AtLeastOnce,
         true,
     ));
-    if !uplink.username.is_empty() {
-        options.set_credentials(uplink.username.clone(), uplink.password.clone());
+    if let Some((username, password)) = &link.credentials {
+        options.set_credentials(username.clone(), password.clone());
     }
-    if uplink.tls {
-        options.set_transport(Transport::tls_with_config(tls_configuration(uplink)?));
+    if let Some(tls) = &link.tls {
+        options.set_transport(Transport::tls_with_config(tls.clone()));
     }
     let (client, mut events) = AsyncClient::new(options, 64);
     let store = Arc::new(Mutex::new(Store::open(&config.database)?));
-    let ack_topic = wire::ack_topic(&shop);
-    let changes_topic = wire::changes_topic(&shop);
-    let resync_topic = wire::resync_topic(&shop);
     let mut downlink = DownlinkProgress::default();
-    let events_topic = wire::events_topic(&shop);
     let window = (uplink.batch_size * uplink.window_batches) as i64;
     let ack_timeout = Duration::from_secs(uplink.ack_timeout_secs);
 
-    let mut acked = first_pending(&store).await? - 1;
-    let mut sent = acked;
+    let (id, first) = on_store(&store, {
+        let shop = link.shop_id.clone();
+        move |s| Ok((s.stream_id(&shop)?, s.outbox_first_seq()?))
+    })
+    .await?;
+    let mut stream = StreamProgress {
+        id,
+        acked: first - 1,
+        sent: first - 1,
+        highest_sent: first - 1,
+    };
     let mut connected = false;
     let mut backoff = Duration::from_millis(500);
     let mut last_progress = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let identity_changed = identity.changed();
+    tokio::pin!(identity_changed);
     loop {
         tokio::select! {
             event = events.poll() => match event {
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     connected = true;
                     backoff = Duration::from_millis(500);
-                    client.try_subscribe(&ack_topic, QoS::AtLeastOnce)?;
-                    client.try_subscribe(&changes_topic, QoS::AtLeastOnce)?;
+                    client.try_subscribe(&topics.ack, QoS::AtLeastOnce)?;
+                    client.try_subscribe(&topics.changes, QoS::AtLeastOnce)?;
                     // Whatever changed while the box was away.
-                    request_resync(&client, &resync_topic, &store).await?;
+                    request_resync(&client, &topics.resync, &store).await?;
                     downlink.requested = Some(Instant::now());
-                    client.try_publish(wire::status_topic(&shop), QoS::AtLeastOnce, true, "online")?;
-                    sent = acked; // whatever was in flight may be lost: send it again
+                    client.try_publish(&topics.status, QoS::AtLeastOnce, true, status_payload(true))?;
+                    stream.sent = stream.acked; // whatever was in flight may be lost: send it again
                     last_progress = Instant::now();
-                    tracing::info!("uplink connected");
+                    tracing::info!(shop = link.shop_id, "uplink connected");
                     status.send_replace("connected".into());
                 }
-                Ok(Event::Incoming(Packet::Publish(message))) if message.topic == changes_topic => {
-                    let batch = match ChangeBatch::parse(&message.payload, &shop) {
+                Ok(Event::Incoming(Packet::Publish(message))) if message.topic == topics.changes => {
+                    let batch = match ChangeBatch::parse(&message.payload, &link.shop_id) {
                         Ok(batch) => batch,
                         Err(e) => {
                             tracing::warn!("ignoring a refused customer-change message: {}", e.without_payload());
                             continue;
                         }
                     };
-                    let (s, to) = (store.clone(), batch.to_version);
-                    let applied = tokio::task::spawn_blocking(move || s.lock().expect("store").apply_changes(&batch)).await??;
+                    let to = batch.to_version;
+                    let applied = on_store(&store, move |s| s.apply_changes(&batch)).await?;
                     downlink.seen = downlink.seen.max(to);
                     match applied {
                         Applied::Applied { changes } => {
@@ -199,32 +348,47 @@ async fn run_once(
                             downlink.have = have;
                             if downlink.should_ask() {
                                 tracing::info!(have, next = to, "customer changes missing; asking for a resync");
-                                request_resync(&client, &resync_topic, &store).await?;
+                                request_resync(&client, &topics.resync, &store).await?;
                                 downlink.requested = Some(Instant::now());
                             }
                         }
                     }
                 }
-                Ok(Event::Incoming(Packet::Publish(message))) if message.topic == ack_topic => {
-                    match serde_json::from_slice::<Ack>(&message.payload) {
-                        Ok(ack) if ack.up_to_seq > acked => {
-                            let up_to = ack.up_to_seq;
-                            let s = store.clone();
-                            let waiting = tokio::task::spawn_blocking(move || {
-                                let mut store = s.lock().expect("store");
-                                store.delete_outbox_up_to(up_to)?;
-                                store.outbox_pending()
-                            }).await??;
-                            status.send_replace(format!("connected; {waiting} events waiting"));
-                            acked = up_to;
-                            sent = sent.max(acked);
-                            last_progress = Instant::now();
+                Ok(Event::Incoming(Packet::Publish(message))) if message.topic == topics.ack => {
+                    let ack = match serde_json::from_slice::<Ack>(&message.payload) {
+                        Ok(ack) => ack,
+                        Err(e) => {
+                            tracing::warn!("ignoring a malformed acknowledgement: {e}");
+                            continue;
                         }
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!("ignoring a malformed acknowledgement: {e}"),
+                    };
+                    if accept_ack(&store, &mut stream, &ack).await? {
+                        let waiting = on_store(&store, |s| s.outbox_pending()).await?;
+                        status.send_replace(format!("connected; {waiting} events waiting"));
+                        last_progress = Instant::now();
                     }
                 }
                 Ok(_) => {}
+                Err(ConnectionError::ConnectionRefused(
+                    ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword,
+                )) => {
+                    connected = false;
+                    if link.claimed {
+                        let claim = identity.get().claim.context("the claim vanished")?;
+                        if crate::provisioning::is_revoked(config, &link.box_id, &claim).await == Some(true) {
+                            return Ok(Stop::Revoked);
+                        }
+                    }
+                    tracing::warn!("the broker refuses this box's credentials");
+                    status.send_replace("refused by the broker: its credentials are not accepted; events wait in the outbox".into());
+                    backoff = backoff.max(Duration::from_secs(30));
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = &mut identity_changed => return Ok(Stop::IdentityChanged),
+                        _ = shutdown.changed() => return Ok(Stop::Shutdown),
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(300));
+                }
                 Err(e) => {
                     if connected {
                         tracing::warn!("uplink disconnected: {e}");
@@ -234,7 +398,8 @@ async fn run_once(
                     let jitter = Duration::from_millis(rand_jitter(backoff.as_millis() as u64 / 2));
                     tokio::select! {
                         _ = tokio::time::sleep(backoff + jitter) => {}
-                        _ = shutdown.changed() => return Ok(()),
+                        _ = &mut identity_changed => return Ok(Stop::IdentityChanged),
+                        _ = shutdown.changed() => return Ok(Stop::Shutdown),
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                 }
@@ -245,47 +410,158 @@ async fn run_once(
                 // the cloud no longer has (its database restored from a backup) must not
                 // make the box ask for ever; its next change or reconnection will tell.
                 if downlink.should_ask() {
-                    request_resync(&client, &resync_topic, &store).await?;
+                    request_resync(&client, &topics.resync, &store).await?;
                     downlink.requested = Some(Instant::now());
                     downlink.seen = downlink.have;
                 }
-                if sent > acked && last_progress.elapsed() >= ack_timeout {
-                    tracing::info!(from_seq = acked + 1, "no acknowledgement in time; sending again");
-                    sent = acked;
+                if stream.sent > stream.acked && last_progress.elapsed() >= ack_timeout {
+                    tracing::info!(from_seq = stream.acked + 1, "no acknowledgement in time; sending again");
+                    stream.sent = stream.acked;
                     last_progress = Instant::now();
                 }
-                while sent - acked < window {
-                    let (s, after, limit) = (store.clone(), sent, uplink.batch_size);
-                    let rows = tokio::task::spawn_blocking(move || s.lock().expect("store").outbox(after, limit)).await??;
-                    let Some(last) = rows.last().map(|r| r.seq) else { break };
-                    let batch = EventBatch {
-                        v: wire::VERSION,
-                        shop_id: shop.clone(),
-                        events: rows.into_iter().map(|r| WireEvent {
-                            seq: r.seq, event_id: r.event_id, kind: r.kind, at_ms: r.at_ms, body: r.body,
-                        }).collect(),
-                    };
-                    if client.try_publish(&events_topic, QoS::AtLeastOnce, false, serde_json::to_vec(&batch)?).is_err() {
-                        break; // the client's queue is full; the event loop drains it
-                    }
-                    sent = last;
-                }
+                send_window(&client, &topics, link, uplink, &store, &mut stream, window).await?;
+            }
+            _ = &mut identity_changed => {
+                disconnect(&client, &topics, &mut events).await;
+                return Ok(Stop::IdentityChanged);
             }
             _ = shutdown.changed() => {
-                let _ = client.try_publish(wire::status_topic(&shop), QoS::AtLeastOnce, true, "offline");
-                let _ = client.try_disconnect();
-                // Let the event loop send them, briefly.
-                let _ = tokio::time::timeout(Duration::from_millis(500), async {
-                    while events.poll().await.is_ok() {}
-                }).await;
-                return Ok(());
+                disconnect(&client, &topics, &mut events).await;
+                return Ok(Stop::Shutdown);
             }
         }
     }
 }
 
-/// The TLS settings: the broker's CA, and the client certificate if configured.
-fn tls_configuration(uplink: &UplinkConfig) -> anyhow::Result<TlsConfiguration> {
+/// Publishes batches after `stream.sent` while the window has room.
+async fn send_window(
+    client: &AsyncClient,
+    topics: &BoxTopics,
+    link: &Link,
+    uplink: &UplinkConfig,
+    store: &Arc<Mutex<Store>>,
+    stream: &mut StreamProgress,
+    window: i64,
+) -> anyhow::Result<()> {
+    while stream.sent - stream.acked < window {
+        let (after, limit) = (stream.sent, uplink.batch_size);
+        let rows = on_store(store, move |s| s.outbox(after, limit)).await?;
+        if rows.is_empty() {
+            break;
+        }
+        let mut batch = BatchWriter::new(
+            &link.shop_id,
+            &link.box_id,
+            &stream.id,
+            stream.acked,
+            uplink.batch_bytes,
+        );
+        for row in rows {
+            let event = WireEvent {
+                seq: row.seq,
+                event_id: row.event_id,
+                kind: row.kind,
+                at_ms: row.at_ms,
+                body: row.body,
+            };
+            if !batch.push(&event) {
+                break; // the batch is full; the rest goes in the next one
+            }
+        }
+        let last = batch.last_seq();
+        if client
+            .try_publish(&topics.events, QoS::AtLeastOnce, false, batch.finish())
+            .is_err()
+        {
+            break; // the client's queue is full; the event loop drains it
+        }
+        stream.sent = last;
+        stream.highest_sent = stream.highest_sent.max(last);
+    }
+    Ok(())
+}
+
+/// Applies an acknowledgement; returns whether it moved the stream on. Acks for another
+/// stream (an earlier one of this store) or beyond what this box sent are ignored.
+async fn accept_ack(
+    store: &Arc<Mutex<Store>>,
+    stream: &mut StreamProgress,
+    ack: &Ack,
+) -> anyhow::Result<bool> {
+    if ack.stream_id.as_deref() != Some(stream.id.as_str()) {
+        tracing::debug!("ignoring an acknowledgement for another stream");
+        return Ok(false);
+    }
+    if ack.up_to_seq > stream.highest_sent {
+        tracing::warn!(
+            up_to_seq = ack.up_to_seq,
+            highest_sent = stream.highest_sent,
+            "ignoring an acknowledgement beyond what this box sent"
+        );
+        return Ok(false);
+    }
+    let mut moved = false;
+    if ack.up_to_seq > stream.acked {
+        let up_to = ack.up_to_seq;
+        on_store(store, move |s| s.delete_outbox_up_to(up_to)).await?;
+        stream.acked = up_to;
+        stream.sent = stream.sent.max(up_to);
+        moved = true;
+    }
+    if let Some(at) = ack.stream_conflict_at {
+        tracing::warn!(
+            seq = at,
+            "the cloud holds other events under this store's numbers (restored or copied \
+             from another box?); the waiting events start a new stream"
+        );
+        let id = on_store(store, |s| s.start_new_stream()).await?;
+        *stream = StreamProgress {
+            id,
+            acked: 0,
+            sent: 0,
+            highest_sent: 0,
+        };
+        moved = true;
+    }
+    Ok(moved)
+}
+
+/// Says offline (the last will is only for an unclean end) and lets the event loop send it.
+async fn disconnect(client: &AsyncClient, topics: &BoxTopics, events: &mut rumqttc::EventLoop) {
+    let _ = client.try_publish(
+        &topics.status,
+        QoS::AtLeastOnce,
+        true,
+        status_payload(false),
+    );
+    let _ = client.try_disconnect();
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        while events.poll().await.is_ok() {}
+    })
+    .await;
+}
+
+fn status_payload(online: bool) -> Vec<u8> {
+    serde_json::to_vec(&BoxStatus {
+        v: wire::VERSION,
+        online,
+        software: Some(env!("CARGO_PKG_VERSION").into()),
+    })
+    .expect("a status serialises")
+}
+
+/// Runs `f` on the store off the async threads.
+async fn on_store<T: Send + 'static>(
+    store: &Arc<Mutex<Store>>,
+    f: impl FnOnce(&mut Store) -> anyhow::Result<T> + Send + 'static,
+) -> anyhow::Result<T> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || f(&mut store.lock().expect("store"))).await?
+}
+
+/// The TLS settings of a box set up by hand: the broker's CA, and the client certificate if
+/// configured.
+fn configured_tls(uplink: &UplinkConfig) -> anyhow::Result<TlsConfiguration> {
     let read = |path: &std::path::Path, what: &str| {
         std::fs::read(path).with_context(|| format!("cannot read the {what} {}", path.display()))
     };
@@ -332,9 +608,7 @@ async fn request_resync(
     topic: &str,
     store: &Arc<Mutex<Store>>,
 ) -> anyhow::Result<()> {
-    let s = store.clone();
-    let from_version =
-        tokio::task::spawn_blocking(move || s.lock().expect("store").downlink_version()).await??;
+    let from_version = on_store(store, |s| s.downlink_version()).await?;
     let request = ResyncRequest {
         v: wire::VERSION,
         from_version,
@@ -346,11 +620,6 @@ async fn request_resync(
         serde_json::to_vec(&request)?,
     )?;
     Ok(())
-}
-
-async fn first_pending(store: &Arc<Mutex<Store>>) -> anyhow::Result<i64> {
-    let s = store.clone();
-    tokio::task::spawn_blocking(move || s.lock().expect("store").outbox_first_seq()).await?
 }
 
 /// A pseudo-random jitter below `max_ms` (spreads reconnecting boxes; no crypto needed).

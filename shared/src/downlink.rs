@@ -20,7 +20,11 @@ use serde::{Deserialize, Serialize};
 use crate::TagId;
 use crate::eid::MAX_EXPONENT;
 use crate::hexfmt::parse_fixed;
-use crate::wire::{MAX_PAYLOAD, VERSION};
+use crate::wire::{LEGACY_VERSION, MAX_PAYLOAD, VERSION};
+
+/// The version of [`ChangeBatch`]: still 1, since every box of a shop hears the same batch
+/// and boxes of the first release accept no other. Resync requests come in either version.
+pub const CHANGES_VERSION: u32 = LEGACY_VERSION;
 
 /// Limits a record must respect (the box's import has the same).
 pub const MAX_REF_LEN: usize = 64;
@@ -105,7 +109,7 @@ pub enum ChangeError {
     TooLarge(usize),
     #[error("not a valid change batch: {0}")]
     Malformed(String),
-    #[error("protocol version {0} is not supported (expected {VERSION})")]
+    #[error("protocol version {0} is not supported")]
     WrongVersion(u32),
     #[error("the batch is for shop {payload:?}, not {topic:?}")]
     ShopMismatch { topic: String, payload: String },
@@ -138,7 +142,7 @@ impl ChangeBatch {
         let value: serde_json::Value =
             serde_json::from_slice(payload).map_err(|e| ChangeError::Malformed(e.to_string()))?;
         match value.get("v").and_then(serde_json::Value::as_u64) {
-            Some(v) if v == u64::from(VERSION) => {}
+            Some(v) if v == u64::from(CHANGES_VERSION) => {}
             Some(v) => return Err(ChangeError::WrongVersion(v as u32)),
             None => return Err(ChangeError::Malformed("missing field `v`".into())),
         }
@@ -241,7 +245,7 @@ impl ResyncRequest {
         }
         let request: ResyncRequest =
             serde_json::from_slice(payload).map_err(|e| ChangeError::Malformed(e.to_string()))?;
-        if request.v != VERSION {
+        if request.v != LEGACY_VERSION && request.v != VERSION {
             return Err(ChangeError::WrongVersion(request.v));
         }
         if request.from_version < 0 {
@@ -274,7 +278,7 @@ mod tests {
 
     fn batch(from: i64, versions: &[i64]) -> ChangeBatch {
         ChangeBatch {
-            v: VERSION,
+            v: CHANGES_VERSION,
             shop_id: "s1".into(),
             from_version: from,
             to_version: versions.last().copied().unwrap_or(from),

@@ -37,7 +37,7 @@ fn main() {
     let cloud_config = shop.write(
         "cloud.toml",
         &format!(
-            "database_url = {:?}\nbroker = {:?}\nclient_id = \"bench\"\n",
+            "database_url = {:?}\nbroker = {:?}\nclient_id = \"bench\"\n[http]\nlisten = \"\"\n[provisioning]\ncredentials = \"none\"\n",
             database.url(),
             broker.address()
         ),
@@ -81,7 +81,7 @@ fn main() {
     while stored < events && started.elapsed() < Duration::from_secs(600) {
         std::thread::sleep(Duration::from_millis(200));
         stored = database
-            .query("SELECT acked_seq FROM shops WHERE shop_id = 'bench'")
+            .query("SELECT acked_seq FROM streams WHERE shop_id = 'bench'")
             .first()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);

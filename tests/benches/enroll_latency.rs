@@ -50,7 +50,7 @@ fn main() {
     };
     assert!(
         eventually(20, || database
-            .query("SELECT online FROM shops WHERE shop_id = 'bench-1'")
+            .query("SELECT online FROM boxes WHERE shop_id = 'bench-1'")
             == ["t"]),
         "the box connects"
     );

@@ -1,6 +1,7 @@
 //! Ingest load benchmark (BENCHMARKS.md): ONE release `tastesync-cloud serve` fed by 1,000
 //! simulated shops through a Mosquitto of the benchmark's own into a fresh PostgreSQL database.
-//! Each shop is its own MQTT connection and publishes a 4-event batch every 200 ms in seq order
+//! Each shop is one box speaking protocol 2 (its own topics and stream, the low-water mark in
+//! every batch), its own MQTT connection, and publishes a 4-event batch every 200 ms in seq order
 //! (20 events/s per shop, 20,000 events/s in all), `at_ms` being the moment the batch was made
 //! (the box's commit). Shops keep sending whatever the acks say, and time each ack.
 //!
@@ -16,13 +17,14 @@
 
 use std::collections::VecDeque;
 use std::process::Command;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tastesync_e2e::cloud::{Database, Mosquitto};
 use tastesync_e2e::{KillOnDrop, Shop, now_ms, workspace};
-use tastesync_shared::wire::{self, Ack, EventBatch, WireEvent};
+use tastesync_shared::wire::{self, Ack, BoxTopics, EventBatch, WireEvent};
 
 const EVENTS_PER_BATCH: i64 = 4;
 const PERIOD: Duration = Duration::from_millis(200);
@@ -47,8 +49,15 @@ type AckLatencies = Arc<Mutex<Vec<(u64, u64)>>>;
 struct SimulatedShop {
     index: usize,
     id: String,
+    topics: BoxTopics,
     client: AsyncClient,
     unacked: Unacked,
+    /// The highest seq acknowledged: the batches' low-water mark.
+    acked: Arc<AtomicI64>,
+}
+
+fn stream_id(index: usize) -> String {
+    format!("0190e6b2-{index:04x}-7000-8000-000000000000")
 }
 
 /// Connects a shop and keeps polling its connection; `ready` fires once its ack subscription
@@ -64,7 +73,10 @@ fn connect(
     options.set_keep_alive(Duration::from_secs(30));
     let (client, mut connection) = AsyncClient::new(options, 64);
     let unacked: Unacked = Arc::default();
-    let (subscriber, pending, ack_topic) = (client.clone(), unacked.clone(), wire::ack_topic(&id));
+    let acked = Arc::new(AtomicI64::new(0));
+    let topics = BoxTopics::new(&id, &format!("box-{index:04}"));
+    let (subscriber, pending, ack_topic) = (client.clone(), unacked.clone(), topics.ack.clone());
+    let acked_seq = acked.clone();
     tokio::spawn(async move {
         let mut ready = Some(ready);
         loop {
@@ -82,6 +94,7 @@ fn connect(
                     let Ok(ack) = serde_json::from_slice::<Ack>(&message.payload) else {
                         continue;
                     };
+                    acked_seq.fetch_max(ack.up_to_seq, Ordering::Relaxed);
                     let now = now_ms();
                     let mut acked = Vec::new();
                     {
@@ -104,14 +117,17 @@ fn connect(
     SimulatedShop {
         index,
         id,
+        topics,
         client,
         unacked,
+        acked,
     }
 }
 
 /// Publishes a batch every `PERIOD` from `first` until `until`; returns the events sent.
 async fn publish_batches(shop: SimulatedShop, first: tokio::time::Instant, until: Instant) -> i64 {
-    let topic = wire::events_topic(&shop.id);
+    let topic = shop.topics.events.clone();
+    let box_id = shop.topics.events.split('/').nth(5).unwrap().to_string();
     let mut tick = tokio::time::interval_at(first, PERIOD);
     let mut next_seq = 1;
     loop {
@@ -137,6 +153,9 @@ async fn publish_batches(shop: SimulatedShop, first: tokio::time::Instant, until
         let batch = EventBatch {
             v: wire::VERSION,
             shop_id: shop.id.clone(),
+            box_id: Some(box_id.clone()),
+            stream_id: Some(stream_id(shop.index)),
+            low_water: Some(shop.acked.load(Ordering::Relaxed)),
             events,
         };
         let last = next_seq + EVENTS_PER_BATCH - 1;
@@ -248,7 +267,7 @@ fn start_services(cloud_bin: &std::path::Path) -> Services {
     let config = files.write(
         "cloud.toml",
         &format!(
-            "database_url = {:?}\nbroker = {:?}\nclient_id = \"load\"\n",
+            "database_url = {:?}\nbroker = {:?}\nclient_id = \"load\"\n[http]\nlisten = \"\"\n[provisioning]\ncredentials = \"none\"\n",
             database.url(),
             broker.address()
         ),
@@ -265,7 +284,7 @@ fn start_services(cloud_bin: &std::path::Path) -> Services {
     loop {
         assert!(Instant::now() < deadline, "cloud-sync did not come up");
         if database.query("SELECT to_regclass('public.events') IS NOT NULL") == ["t"] {
-            broker.publish(&wire::events_topic("probe"), probe);
+            broker.publish(&wire::legacy::events_topic("probe"), probe);
             if database.query("SELECT count(*) FROM events WHERE shop_id = 'probe'") == ["1"] {
                 break;
             }
@@ -444,7 +463,7 @@ fn main() {
            FROM events WHERE shop_id LIKE 'load-%' GROUP BY 1) stored USING (s) ORDER BY s"
     ));
     let acked_sum: i64 = database
-        .query("SELECT coalesce(sum(acked_seq), 0) FROM shops WHERE shop_id LIKE 'load-%'")[0]
+        .query("SELECT coalesce(sum(acked_seq), 0) FROM streams WHERE shop_id LIKE 'load-%'")[0]
         .parse()
         .unwrap();
     let mut ack_ms: Vec<u64> = latencies

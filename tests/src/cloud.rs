@@ -354,10 +354,31 @@ impl CloudSync {
         (username, password): (&str, &str),
         extra: &str,
     ) -> CloudSync {
+        CloudSync::start_configured(
+            shop,
+            database,
+            broker,
+            name,
+            (username, password),
+            extra,
+            "[http]\nlisten = \"\"\n[provisioning]\ncredentials = \"none\"\n",
+        )
+    }
+
+    /// With top-level keys `extra` and sections `sections` (`[http]`, `[provisioning]`).
+    pub fn start_configured(
+        shop: &Shop,
+        database: &Database,
+        broker: &Mosquitto,
+        name: &str,
+        (username, password): (&str, &str),
+        extra: &str,
+        sections: &str,
+    ) -> CloudSync {
         let config = shop.write(
             &format!("{name}.toml"),
             &format!(
-                "database_url = {:?}\nbroker = {:?}\nclient_id = {name:?}\nusername = {username:?}\npassword = {password:?}\n{extra}\n",
+                "database_url = {:?}\nbroker = {:?}\nclient_id = {name:?}\nusername = {username:?}\npassword = {password:?}\n{extra}\n{sections}\n",
                 database.url(),
                 broker.address(),
             ),

@@ -33,6 +33,14 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// An HTTP client for the tests. reqwest is built with rustls and no crypto provider of its
+/// own (the box's choice, unified across the workspace), so the process's provider is
+/// installed first.
+pub fn http() -> reqwest::blocking::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::blocking::Client::new()
+}
+
 /// Runs a binary to completion.
 pub fn run(name: &str, args: &[&str]) -> Output {
     Command::new(bin(name))

@@ -53,7 +53,7 @@ impl PosBox {
             mock,
             daemon: Some(daemon),
             base,
-            http: reqwest::blocking::Client::new(),
+            http: crate::http(),
         }
     }
 
@@ -137,7 +137,7 @@ impl PosBox {
 
 /// Pairs a tablet with the box at `base` using `code`; returns the tablet's token.
 pub fn pair(base: &str, code: &str, name: &str) -> String {
-    let response = reqwest::blocking::Client::new()
+    let response = crate::http()
         .post(format!("{base}/api/pair"))
         .json(&serde_json::json!({"code": code, "name": name}))
         .send()
@@ -149,7 +149,7 @@ pub fn pair(base: &str, code: &str, name: &str) -> String {
 
 /// Opens the live stream of the box at `base`; events arrive on the returned channel.
 pub fn stream(base: &str, token: &str, last_event_id: Option<i64>) -> mpsc::Receiver<SseEvent> {
-    let mut request = reqwest::blocking::Client::new()
+    let mut request = crate::http()
         .get(format!("{base}/api/stream?token={token}"))
         .timeout(Duration::from_secs(3600));
     if let Some(id) = last_event_id {

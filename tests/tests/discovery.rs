@@ -43,7 +43,7 @@ fn the_box_announces_its_pos_and_discover_finds_it() {
             l.split_whitespace()
                 .find(|w| w.starts_with("http://127.0.0.1:"))
         })
-        .map(|url| reqwest::blocking::get(url).and_then(|r| r.text()));
+        .map(|url| http().get(url).send().and_then(|r| r.text()));
     let _ = daemon.kill();
     let _ = daemon.wait();
     let line = line.unwrap_or_else(|| panic!("not found: {found}"));

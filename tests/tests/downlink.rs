@@ -71,7 +71,7 @@ fn an_hq_enrollment_reaches_the_box_which_then_identifies_the_customer() {
     let (_edge, mut air) = shop.run_on_air("seoul-1", &broker.address());
     assert!(
         eventually(20, || database
-            .query("SELECT online FROM shops WHERE shop_id = 'seoul-1'")
+            .query("SELECT online FROM boxes WHERE shop_id = 'seoul-1'")
             == ["t"]),
         "the box connects"
     );
@@ -180,7 +180,7 @@ fn an_hq_enrollment_reaches_the_box_which_then_identifies_the_customer() {
 
     // A batch that skips versions is not applied: the box asks for a resync from its own.
     let version = box_version(&shop);
-    let resync = broker.subscribe_as(None, "tastesync/v1/shops/seoul-1/resync", 10);
+    let resync = broker.subscribe_as(None, "tastesync/v1/shops/seoul-1/boxes/+/resync", 10);
     broker.publish(
         "tastesync/v1/shops/seoul-1/changes",
         r#"{"v":1,"shop_id":"seoul-1","from_version":40,"to_version":41,"changes":[{"version":41,"customer_ref":"X9","customer":{"display_name":"Nobody"}}]}"#,
@@ -188,7 +188,7 @@ fn an_hq_enrollment_reaches_the_box_which_then_identifies_the_customer() {
     let request = String::from_utf8_lossy(&resync.wait_with_output().unwrap().stdout).into_owned();
     assert_eq!(
         request.trim(),
-        format!(r#"{{"v":1,"from_version":{version}}}"#)
+        format!(r#"{{"v":2,"from_version":{version}}}"#)
     );
     assert!(!box_cache(&shop).contains_key("X9"));
 
@@ -466,7 +466,7 @@ fn cloud_sync_comes_back_after_a_broker_outage_with_changes_for_1100_shops_queue
     );
     assert!(
         eventually(30, || database
-            .query("SELECT acked_seq FROM shops WHERE shop_id = 'shop-8'")
+            .query("SELECT acked_seq FROM streams WHERE shop_id = 'shop-8'")
             == ["1"]),
         "events are stored again"
     );

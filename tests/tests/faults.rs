@@ -14,7 +14,7 @@ const SHOP: &str = "seoul-7";
 const STORED: &str =
     "SELECT seq, event_id, kind FROM events WHERE shop_id = 'seoul-7' ORDER BY seq";
 const SUMMARY: &str = "SELECT count(*), min(seq), max(seq), count(DISTINCT seq) FROM events WHERE shop_id = 'seoul-7'";
-const ACKED: &str = "SELECT acked_seq FROM shops WHERE shop_id = 'seoul-7'";
+const ACKED: &str = "SELECT acked_seq FROM streams WHERE shop_id = 'seoul-7'";
 const SCHEMA_READY: &str = "SELECT to_regclass('public.events') IS NOT NULL";
 
 /// `tastesync-cloud serve` against any PostgreSQL and broker (`host:port`); the caller waits
@@ -23,7 +23,7 @@ fn serve(shop: &Shop, database_url: &str, broker: &str) -> KillOnDrop {
     let config = shop.write(
         "cloud.toml",
         &format!(
-            "database_url = {database_url:?}\nbroker = {broker:?}\nclient_id = \"cloud-faults\"\n"
+            "database_url = {database_url:?}\nbroker = {broker:?}\nclient_id = \"cloud-faults\"\n[http]\nlisten = \"\"\n[provisioning]\ncredentials = \"none\"\n"
         ),
     );
     KillOnDrop(

@@ -151,8 +151,17 @@ fn staff_actions_are_validated_and_idempotent() {
             "score must be",
         ),
         (
-            json!({"action_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "score": 4, "comment": "x".repeat(501)}),
-            "at most 500",
+            json!({"action_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "score": 4, "comment": "x".repeat(1501)}),
+            "at most 1500 bytes",
+        ),
+        (
+            // 501 Korean letters: 1,503 bytes.
+            json!({"action_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "score": 4, "comment": "맛".repeat(501)}),
+            "at most 1500 bytes",
+        ),
+        (
+            json!({"action_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "score": 4, "comment": "rude\u{1b}[2J"}),
+            "control characters",
         ),
         (
             json!({"action_id": "not-a-uuid", "score": 4}),
@@ -169,7 +178,22 @@ fn staff_actions_are_validated_and_idempotent() {
         json!({"action_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "items": []}),
     ));
     assert_eq!((status, message.contains("1 to 20 items")), (400, true));
-    let feedback = json!({"action_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "score": 5, "comment": "great"});
+    for items in [
+        json!(["tea\u{0}"]),
+        json!(["x".repeat(121)]),
+        json!(["라떼".repeat(21)]),
+    ] {
+        let (status, message) = error_of(post(
+            "/orders",
+            json!({"action_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "items": items}),
+        ));
+        assert_eq!(status, 400, "{items}");
+        assert!(
+            message.contains("control characters") || message.contains("1 to 120 bytes"),
+            "{message}"
+        );
+    }
+    let feedback = json!({"action_id": "7c9e6679-7425-40de-944b-e07fc1f90ae7", "score": 5, "comment": "great\nwill come back"});
     assert_eq!(post("/feedback", feedback.clone()).status(), 201);
     assert_eq!(post("/feedback", feedback).status(), 200);
     let unknown = pos

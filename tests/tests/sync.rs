@@ -89,7 +89,7 @@ fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() 
     let daemon = shop.run_online("seoul-1", &format!("broker = {:?}", broker.address()));
     let drained = eventually(30, || outbox(&shop).is_empty());
     let rows = stored(&database, "seoul-1");
-    let online_status = database.query("SELECT online FROM shops WHERE shop_id = 'seoul-1'");
+    let online_status = database.query("SELECT online FROM boxes WHERE shop_id = 'seoul-1'");
     drop(daemon);
     assert!(
         drained,
@@ -102,14 +102,14 @@ fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() 
         "exactly the box's events, once each, in seq order"
     );
     assert_eq!(online_status, ["t"], "the retained status says online");
-    assert_eq!(database.query("SELECT acked_seq FROM shops"), ["20"]);
+    assert_eq!(database.query("SELECT acked_seq FROM streams"), ["20"]);
 
     // Garbage, a wrong version, a shop id that does not match the topic and an oversized
     // payload: dead letters, and the service goes on.
     broker.publish("tastesync/v1/shops/seoul-1/events", "garbage");
     broker.publish(
         "tastesync/v1/shops/seoul-1/events",
-        r#"{"v":2,"shop_id":"seoul-1","events":[]}"#,
+        r#"{"v":3,"shop_id":"seoul-1","events":[]}"#,
     );
     broker.publish(
         "tastesync/v1/shops/seoul-1/events",
@@ -123,11 +123,12 @@ fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() 
         "tastesync/v1/shops/seoul-1/events",
         &shop.write("big.json", &oversized),
     );
-    // A batch PostgreSQL itself refuses (jsonb cannot hold \u0000), then another shop's good
-    // one: the first is a dead letter, the second is stored all the same.
+    // A batch PostgreSQL itself refuses (jsonb cannot hold \u0000), from a protocol-1 box of
+    // the shop, then another shop's good one: the first is a dead letter, the second is
+    // stored all the same.
     broker.publish(
         "tastesync/v1/shops/seoul-1/events",
-        r#"{"v":1,"shop_id":"seoul-1","events":[{"seq":21,"event_id":"n","type":"customer_arrived","at_ms":1,"body":{"note":"\u0000"}}]}"#,
+        r#"{"v":1,"shop_id":"seoul-1","events":[{"seq":1,"event_id":"n","type":"customer_arrived","at_ms":1,"body":{"note":"\u0000"}}]}"#,
     );
     broker.publish(
         "tastesync/v1/shops/busan-9/events",
@@ -136,9 +137,9 @@ fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() 
     assert!(eventually(10, || database
         .query("SELECT count(*) FROM dead_letters")
         == ["5"]));
-    assert!(eventually(10, || database
-        .query("SELECT acked_seq FROM shops WHERE shop_id = 'busan-9'")
-        == ["1"]));
+    assert!(eventually(10, || database.query(
+        "SELECT acked_seq FROM streams WHERE shop_id = 'busan-9'"
+    ) == ["1"]));
     let reasons = database.query("SELECT reason FROM dead_letters ORDER BY id");
     assert!(
         reasons[3].contains("exceeds the 1048576-byte limit"),
@@ -149,7 +150,7 @@ fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() 
         "{reasons:?}"
     );
     assert!(
-        reasons[1].contains("version 2 is not supported"),
+        reasons[1].contains("version 3 is not supported"),
         "{reasons:?}"
     );
     assert!(
@@ -160,12 +161,13 @@ fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() 
         reasons[4].contains("refused by the database: unsupported Unicode escape sequence"),
         "{reasons:?}"
     );
-    // Its seq is stored pointing to the dead letter, so the shop's acks move on.
-    assert!(eventually(10, || database
-        .query("SELECT acked_seq FROM shops WHERE shop_id = 'seoul-1'")
-        == ["21"]));
+    // Its seq is stored pointing to the dead letter, so the stream's acks move on.
+    let legacy = "stream_id = tastesync_legacy_stream('seoul-1')";
+    assert!(eventually(10, || database.query(&format!(
+        "SELECT acked_seq FROM streams WHERE {legacy}"
+    )) == ["1"]));
     assert_eq!(
-        database.query("SELECT body->>'dead_letter_id' = (SELECT max(id) FROM dead_letters)::text FROM events WHERE shop_id = 'seoul-1' AND seq = 21"),
+        database.query(&format!("SELECT body->>'dead_letter_id' = (SELECT max(id) FROM dead_letters)::text FROM events WHERE {legacy} AND seq = 1")),
         ["t"]
     );
     assert_eq!(
@@ -351,7 +353,7 @@ fn hq_sees_a_box_drop_through_its_last_will() {
     let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-will");
     let uplink = format!("broker = {:?}\nkeep_alive_secs = 1", broker.address());
     let mut daemon = shop.run_online("seoul-5", &uplink);
-    let online = || database.query("SELECT online FROM shops WHERE shop_id = 'seoul-5'");
+    let online = || database.query("SELECT online FROM boxes WHERE shop_id = 'seoul-5'");
     assert!(eventually(10, || online() == ["t"]), "online while running");
     let _ = daemon.0.kill(); // a power cut: no goodbye
     let _ = daemon.0.wait();

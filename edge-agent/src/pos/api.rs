@@ -23,8 +23,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 
 use super::{Health, PosState, auth};
+use crate::identity::Standing;
 use crate::now_ms;
 use crate::pipeline::PipelineStats;
+use crate::provisioning::ClaimError;
 use crate::store::{
     ActionOutcome, Alert, Device, DeviceAuth, OwnerSummary, PosEvent, StaffAction, Store,
 };
@@ -60,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/owner/overview", get(owner_overview))
         .route("/api/owner/pairing-codes", post(pairing_code))
         .route("/api/owner/devices/{id}", delete(revoke))
+        .route("/api/owner/claim", post(claim))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page or API route") })
         .with_state(state)
 }
@@ -573,16 +576,41 @@ async fn order(
     let visit_id = parse_visit_id(&visit_id)?;
     let Json(request) = body?;
     let items: Vec<String> = request.items.iter().map(|i| i.trim().to_string()).collect();
-    if items.is_empty() || items.len() > 20 {
-        return Err(ApiError::bad_request("items must list 1 to 20 items"));
+    if items.is_empty() || items.len() > MAX_ITEMS {
+        return Err(ApiError::bad_request(format!(
+            "items must list 1 to {MAX_ITEMS} items"
+        )));
     }
-    if items.iter().any(|i| i.is_empty() || i.chars().count() > 60) {
-        return Err(ApiError::bad_request(
-            "each item must be 1 to 60 characters",
-        ));
+    for item in &items {
+        if item.is_empty() || item.len() > MAX_ITEM_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "each item must be 1 to {MAX_ITEM_BYTES} bytes (about 60 letters, or 40 in Korean)"
+            )));
+        }
+        printable(item, "an item", false)?;
     }
     let action = StaffAction::Order { items };
     record_staff_action(&state, device.id, visit_id, &request.action_id, action).await
+}
+
+/// Limits on what staff type, in bytes (UTF-8) since an event's size is what must stay bounded:
+/// with these, an order or feedback event is at most a few kilobytes.
+const MAX_ITEMS: usize = 20;
+const MAX_ITEM_BYTES: usize = 120;
+const MAX_COMMENT_BYTES: usize = 1500;
+
+/// Refuses control characters (a comment may have line breaks): they serve nobody, and each
+/// takes six bytes in JSON.
+fn printable(text: &str, what: &str, line_breaks: bool) -> Result<(), ApiError> {
+    if text
+        .chars()
+        .any(|c| c.is_control() && !(line_breaks && c == '\n'))
+    {
+        return Err(ApiError::bad_request(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    Ok(())
 }
 
 /// Records a validated staff action once per `action_id`: 201 the first time, 200 for a retry.
@@ -607,7 +635,7 @@ struct FeedbackRequest {
     action_id: String,
     /// Satisfaction, 1 to 5.
     score: i64,
-    /// Private to the owner, at most 500 characters.
+    /// Private to the owner, at most 1,500 bytes (UTF-8), no control characters but line breaks.
     #[serde(default)]
     comment: String,
 }
@@ -634,11 +662,12 @@ async fn feedback(
         .filter(|s| (1..=5).contains(s))
         .ok_or_else(|| ApiError::bad_request("score must be a whole number from 1 to 5"))?;
     let comment = request.comment.trim().to_string();
-    if comment.chars().count() > 500 {
-        return Err(ApiError::bad_request(
-            "comment must be at most 500 characters",
-        ));
+    if comment.len() > MAX_COMMENT_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "the comment must be at most {MAX_COMMENT_BYTES} bytes (about 500 letters, or 330 in Korean)"
+        )));
     }
+    printable(&comment, "the comment", true)?;
     let action = StaffAction::Feedback { score, comment };
     record_staff_action(&state, device.id, visit_id, &request.action_id, action).await
 }
@@ -646,12 +675,34 @@ async fn feedback(
 #[derive(Serialize, ToSchema)]
 struct OwnerStatus {
     pin_set: bool,
+    #[serde(rename = "box")]
+    box_info: BoxInfo,
+}
+
+/// The box itself: its id, and whether it belongs to a shop.
+#[derive(Serialize, ToSchema)]
+struct BoxInfo {
+    box_id: String,
+    standing: Standing,
+    shop_id: Option<String>,
+}
+
+fn box_info(state: &PosState) -> BoxInfo {
+    let identity = state.identity.get();
+    BoxInfo {
+        standing: identity.standing(&state.config.shop_id),
+        shop_id: identity.shop_id(&state.config.shop_id).map(String::from),
+        box_id: identity.box_id,
+    }
 }
 
 #[utoipa::path(get, path = "/api/owner/status", responses((status = 200, body = OwnerStatus)))]
 async fn owner_status(State(state): State<AppState>) -> Result<Json<OwnerStatus>, ApiError> {
     let pin_set = with_store(&state, |s| Ok(s.owner_pin()?.is_some())).await?;
-    Ok(Json(OwnerStatus { pin_set }))
+    Ok(Json(OwnerStatus {
+        pin_set,
+        box_info: box_info(&state),
+    }))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -745,6 +796,8 @@ struct Overview {
     health: Health,
     /// Tablets with a live stream open now.
     connected_tablets: usize,
+    #[serde(rename = "box")]
+    box_info: BoxInfo,
 }
 
 #[utoipa::path(get, path = "/api/owner/overview", params(OverviewQuery), security(("owner_session" = [])),
@@ -776,6 +829,7 @@ async fn owner_overview(
         devices,
         health,
         connected_tablets: state.hub.subscribers(),
+        box_info: box_info(&state),
     }))
 }
 
@@ -825,6 +879,63 @@ async fn revoke(
     }
 }
 
+#[derive(Deserialize, ToSchema)]
+struct ClaimRequest {
+    /// The claim code HQ gave the owner, e.g. `7KQM-X3PA-9RTD`.
+    code: String,
+}
+
+#[derive(Serialize, ToSchema)]
+struct Claimed {
+    shop_id: String,
+}
+
+#[utoipa::path(post, path = "/api/owner/claim", request_body = ClaimRequest,
+    security(("owner_session" = [])), responses(
+    (status = 201, body = Claimed, description = "claimed: the box connects to the cloud"),
+    (status = 400, body = ErrorBody, description = "not a claim code"),
+    (status = 401, body = ErrorBody),
+    (status = 404, body = ErrorBody, description = "no such claim code"),
+    (status = 409, body = ErrorBody, description = "the box cannot be claimed as it is set up, or the code was used"),
+    (status = 410, body = ErrorBody, description = "the code expired"),
+    (status = 429, body = ErrorBody, description = "too many wrong codes"),
+    (status = 502, body = ErrorBody, description = "the cloud cannot be reached")))]
+async fn claim(
+    State(state): State<AppState>,
+    _owner: Owner,
+    body: Result<Json<ClaimRequest>, JsonRejection>,
+) -> Result<(StatusCode, Json<Claimed>), ApiError> {
+    let Json(request) = body?;
+    match crate::provisioning::claim(&state.config, &state.identity, &request.code).await {
+        Ok(claim) => Ok((
+            StatusCode::CREATED,
+            Json(Claimed {
+                shop_id: claim.shop_id,
+            }),
+        )),
+        Err(ClaimError::NotPossible(message)) => Err(ApiError::new(StatusCode::CONFLICT, message)),
+        Err(ClaimError::Refused {
+            status,
+            message,
+            retry_after_s,
+        }) => {
+            // The cloud's own refusals pass through (a wrong code is 404 there and here); a
+            // failure of the cloud itself is a bad gateway for the owner's page.
+            let status = StatusCode::from_u16(status)
+                .ok()
+                .filter(StatusCode::is_client_error)
+                .unwrap_or(StatusCode::BAD_GATEWAY);
+            Err(ApiError {
+                retry_after_s,
+                ..ApiError::new(status, message)
+            })
+        }
+        Err(e @ ClaimError::Unreachable { .. }) => {
+            Err(ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))
+        }
+    }
+}
+
 /// The OpenAPI document of this API, served at `/api/openapi.json`.
 #[derive(OpenApi)]
 #[openapi(
@@ -834,7 +945,7 @@ async fn revoke(
     ),
     paths(
         health, pair, present, stream, acknowledge, order, feedback, owner_status, owner_setup,
-        owner_login, owner_overview, pairing_code, revoke
+        owner_login, owner_overview, pairing_code, revoke, claim
     ),
     components(schemas(Alert, Device, OwnerSummary, Health, PipelineStats)),
     modifiers(&BearerSchemes)

@@ -20,7 +20,8 @@ use tokio::sync::watch;
 
 pub use hub::EventHub;
 
-use crate::config::PosConfig;
+use crate::config::Config;
+use crate::identity::IdentityFile;
 use crate::pipeline::PipelineStats;
 use crate::store::Store;
 use crate::{Millis, now_ms};
@@ -40,6 +41,8 @@ pub struct Health {
 
 /// Shared by every request.
 pub struct PosState {
+    config: Arc<Config>,
+    identity: Arc<IdentityFile>,
     store: Arc<Mutex<Store>>,
     hub: EventHub,
     limiter: auth::FailureLimiter,
@@ -59,20 +62,28 @@ pub struct PosServer {
 /// Event-log entries older than the retention are pruned every minute; tablets away longer
 /// reload their state.
 pub async fn serve(
-    config: &PosConfig,
-    shop_id: &str,
+    box_config: Arc<Config>,
+    identity: Arc<IdentityFile>,
     store: Store,
     hub: EventHub,
     health: watch::Receiver<Health>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<PosServer> {
+    let config = &box_config.pos;
     let listen = config.listen.as_str();
     let retention = Duration::from_secs(config.retention_secs);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen} for the POS (is another program using the port? choose another: pos.listen in the config, or --listen for the demo)"))?;
     let address = listener.local_addr()?;
+    let current = identity.get();
+    let name = current
+        .shop_id(&box_config.shop_id)
+        .unwrap_or(&current.box_id)
+        .to_string();
     let state = Arc::new(PosState {
+        config: box_config.clone(),
+        identity,
         store: Arc::new(Mutex::new(store)),
         hub,
         limiter: auth::FailureLimiter::default(),
@@ -98,8 +109,7 @@ pub async fn serve(
         }
     });
     let announcement = if config.announce {
-        let announcement =
-            discovery::announce(shop_id, address.port(), &config.announce_interface)?;
+        let announcement = discovery::announce(&name, address.port(), &config.announce_interface)?;
         tracing::info!(service = discovery::SERVICE_TYPE, "POS announced by mDNS");
         Some(announcement)
     } else {

@@ -124,6 +124,14 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 4: the version of HQ's customer changes (the downlink) applied so far.
     "ALTER TABLE meta ADD COLUMN downlink_version INTEGER NOT NULL DEFAULT 0;",
+    // 5: the store's stream id (its events' numbering, see `tastesync_shared::wire`). A new
+    // store gets a new one when it is opened; a store of the first release that already
+    // numbered events keeps them in its shop's legacy stream, fixed when the uplink first
+    // sends (the cloud holds its earlier events there).
+    "ALTER TABLE meta ADD COLUMN stream_id TEXT;
+    ALTER TABLE meta ADD COLUMN stream_legacy INTEGER NOT NULL DEFAULT 0;
+    UPDATE meta SET stream_legacy = 1
+        WHERE EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox');",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction. The

@@ -75,6 +75,7 @@ impl Store {
         let mut store = Store { conn };
         migrations::apply(&mut store.conn)
             .with_context(|| format!("cannot migrate the database {}", path.display()))?;
+        outbox::name_new_stream(&store.conn)?;
         Ok(store)
     }
 

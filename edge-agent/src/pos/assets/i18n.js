@@ -21,6 +21,12 @@ const TEXT = {
     running: "running", stopped: "stopped", last_adv: "Last advertisement", advertisements: "Advertisements",
     recognised: "From customers", cloud: "Cloud sync", not_configured: "not configured", storage: "Storage", ok: "ok", none_yet: "none yet", min: "min",
     ago_now: "just now", ago_min: "{n} min ago", ago_h: "{n} h ago", ago_d: "{n} days ago",
+    claim_title: "Claim this box", claim_code: "Claim code from HQ", claim_button: "Claim",
+    claim_help: "This box does not belong to a shop yet. Type the claim code HQ gave you; the box then connects to the cloud and receives your customers.",
+    claim_help_revoked: "HQ revoked this box: it keeps working in the shop, offline. To connect it again, type a new claim code from HQ.",
+    claim_after_login: "This box is not claimed yet: log in (or set the PIN), then claim it with the code from HQ.",
+    this_box: "This box", box_id: "Box id", standing: "State", shop: "Shop",
+    standing_setup: "not claimed", standing_claimed: "claimed", standing_configured: "set up by hand", standing_revoked: "revoked by HQ",
   },
   ko: {
     title_pos: "TasteSync POS", title_owner: "TasteSync 사장님 페이지",
@@ -43,6 +49,12 @@ const TEXT = {
     running: "작동 중", stopped: "멈춤", last_adv: "마지막 신호", advertisements: "수신한 신호",
     recognised: "고객 신호", cloud: "클라우드 동기화", not_configured: "설정 안 됨", storage: "저장 공간", ok: "정상", none_yet: "아직 없음", min: "분",
     ago_now: "방금", ago_min: "{n}분 전", ago_h: "{n}시간 전", ago_d: "{n}일 전",
+    claim_title: "이 장치 등록하기", claim_code: "본사에서 받은 등록 코드", claim_button: "등록",
+    claim_help: "이 장치는 아직 매장에 등록되지 않았습니다. 본사에서 받은 등록 코드를 입력하면 클라우드에 연결되고 고객 정보를 받습니다.",
+    claim_help_revoked: "본사가 이 장치의 등록을 취소했습니다. 매장에서는 오프라인으로 계속 작동합니다. 다시 연결하려면 본사에서 받은 새 등록 코드를 입력하세요.",
+    claim_after_login: "이 장치는 아직 등록되지 않았습니다. 로그인(또는 PIN 설정) 후 본사에서 받은 코드로 등록하세요.",
+    this_box: "이 장치", box_id: "장치 ID", standing: "상태", shop: "매장",
+    standing_setup: "등록 안 됨", standing_claimed: "등록됨", standing_configured: "직접 설정됨", standing_revoked: "본사가 등록 취소",
   },
 };
 

@@ -1,5 +1,5 @@
 // The owner's page: today's figures (satisfaction is private to the owner), paired tablets,
-// pairing codes, and the box's health.
+// pairing codes, the box's health, and claiming a blank box for the shop.
 let session = sessionStorage.getItem("ownerSession");
 let pinSet = true;
 let overview = null;
@@ -23,6 +23,9 @@ async function showLogin() {
   document.getElementById("login-title").textContent = t(pinSet ? "owner_login" : "owner_setup");
   document.getElementById("login-help").textContent = pinSet ? "" : t("owner_setup_help");
   document.getElementById("login-button").textContent = t(pinSet ? "login" : "set_pin");
+  const unclaimed = document.getElementById("login-unclaimed");
+  unclaimed.hidden = status.box.standing !== "setup";
+  unclaimed.textContent = t("claim_after_login");
 }
 
 document.getElementById("login-form").addEventListener("submit", async (e) => {
@@ -72,7 +75,33 @@ function render() {
     [t("storage"), h.storage === "ok" ? t("ok") : h.storage],
   ];
   document.getElementById("health").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
+  const b = overview.box;
+  const boxRows = [
+    [t("box_id"), b.box_id],
+    [t("standing"), t(`standing_${b.standing}`)],
+    [t("shop"), b.shop_id || "–"],
+  ];
+  document.getElementById("box").replaceChildren(...boxRows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
+  const claimable = b.standing === "setup" || b.standing === "revoked";
+  document.getElementById("claim").hidden = !claimable;
+  document.getElementById("claim-help").textContent = t(b.standing === "revoked" ? "claim_help_revoked" : "claim_help");
 }
+
+document.getElementById("claim").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const error = document.getElementById("claim-error");
+  error.textContent = "";
+  document.getElementById("claim-button").disabled = true;
+  try {
+    await api("/api/owner/claim", { method: "POST", body: JSON.stringify({ code: document.getElementById("claim-code").value }) });
+    document.getElementById("claim-code").value = "";
+    await refresh();
+  } catch (err) {
+    error.textContent = err.message;
+  } finally {
+    document.getElementById("claim-button").disabled = false;
+  }
+});
 
 async function refresh() {
   const midnight = new Date(); midnight.setHours(0, 0, 0, 0);

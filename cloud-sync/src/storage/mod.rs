@@ -1,12 +1,16 @@
-//! PostgreSQL: versioned migrations applied on start, the events of every shop (replays are
-//! no-ops thanks to the primary key `(shop_id, seq)`), per-shop state, dead letters, and HQ's
-//! customers with each shop's change log (see `customers`).
+//! PostgreSQL, one file per table family: `events` (the streams' events, their
+//! acknowledgements, gaps and dead letters), `shops` (shops, their boxes and claim codes),
+//! `customers` (HQ's customers and each shop's change log). Here: the connection and the
+//! versioned migrations, applied on start.
+
+pub mod customers;
+pub mod events;
+pub mod shops;
 
 use std::time::Duration;
 
 use anyhow::Context;
-use tastesync_shared::wire::EventBatch;
-use tokio_postgres::{Client, NoTls, Transaction};
+use tokio_postgres::{Client, NoTls};
 
 /// Append-only: a released migration is never edited.
 const MIGRATIONS: &[&str] = &[
@@ -60,6 +64,70 @@ const MIGRATIONS: &[&str] = &[
         customer JSONB,
         PRIMARY KEY (shop_id, customer_ref),
         UNIQUE (shop_id, version)
+    );",
+    // 3: boxes and streams. A stream is one box's store; events are keyed by (stream, seq),
+    // so a replaced box or a second box of a shop can never be taken for another. The
+    // events of protocol-1 boxes (all events so far) form each shop's legacy stream, whose id
+    // the box derives the same way (`wire::legacy_stream_id`) when it is upgraded in place.
+    // Gaps record seqs a restored database lost and seqs where a box's store was restored;
+    // claim codes let an owner attach a blank box to its shop.
+    "CREATE FUNCTION tastesync_legacy_stream(shop TEXT) RETURNS UUID IMMUTABLE LANGUAGE SQL
+        AS $$ SELECT encode(substring(sha256(convert_to('tastesync legacy stream ' || shop, 'UTF8'))
+                                      FROM 1 FOR 16), 'hex')::uuid $$;
+    ALTER TABLE shops ADD COLUMN name TEXT NOT NULL DEFAULT '',
+        ADD COLUMN created_at TIMESTAMPTZ NOT NULL DEFAULT now();
+    CREATE TABLE boxes (
+        box_id TEXT PRIMARY KEY,
+        shop_id TEXT NOT NULL REFERENCES shops (shop_id),
+        claimed_at TIMESTAMPTZ,
+        revoked_at TIMESTAMPTZ,
+        credential_hash BYTEA,
+        software TEXT,
+        online BOOLEAN NOT NULL DEFAULT false,
+        status_at TIMESTAMPTZ,
+        last_seen TIMESTAMPTZ,
+        health JSONB,
+        health_at_ms BIGINT
+    );
+    CREATE INDEX boxes_shop ON boxes (shop_id);
+    CREATE TABLE streams (
+        stream_id UUID PRIMARY KEY,
+        shop_id TEXT NOT NULL REFERENCES shops (shop_id),
+        box_id TEXT REFERENCES boxes (box_id),
+        protocol INT NOT NULL,
+        acked_seq BIGINT NOT NULL DEFAULT 0,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        last_seen TIMESTAMPTZ
+    );
+    CREATE INDEX streams_shop ON streams (shop_id);
+    INSERT INTO streams (stream_id, shop_id, protocol, acked_seq, last_seen)
+        SELECT tastesync_legacy_stream(shop_id), shop_id, 1, acked_seq, last_seen FROM shops
+        WHERE acked_seq > 0 OR EXISTS (SELECT 1 FROM events e WHERE e.shop_id = shops.shop_id);
+    ALTER TABLE events ADD COLUMN stream_id UUID, ADD COLUMN box_id TEXT;
+    UPDATE events SET stream_id = tastesync_legacy_stream(shop_id);
+    ALTER TABLE events ALTER COLUMN stream_id SET NOT NULL,
+        DROP CONSTRAINT events_pkey, ADD PRIMARY KEY (stream_id, seq);
+    CREATE TABLE stream_gaps (
+        id BIGSERIAL PRIMARY KEY,
+        stream_id UUID NOT NULL REFERENCES streams (stream_id),
+        from_seq BIGINT NOT NULL,
+        to_seq BIGINT NOT NULL,
+        kind TEXT NOT NULL CHECK (kind IN ('restore', 'conflict')),
+        detected_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    CREATE INDEX stream_gaps_stream ON stream_gaps (stream_id);
+    CREATE TABLE claim_codes (
+        code_hash BYTEA PRIMARY KEY,
+        shop_id TEXT NOT NULL REFERENCES shops (shop_id),
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        expires_at TIMESTAMPTZ NOT NULL,
+        used_at TIMESTAMPTZ,
+        used_by TEXT
+    );
+    CREATE TABLE claim_failures (
+        client TEXT PRIMARY KEY,
+        window_start TIMESTAMPTZ NOT NULL,
+        failures INT NOT NULL
     );",
 ];
 
@@ -130,95 +198,19 @@ async fn migrate(client: &mut Client) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Stores the batches of one or more shops in one transaction (events already stored are
-/// skipped) and returns, for each shop, the highest seq up to which its events are now all
-/// stored: what may be acknowledged.
-pub async fn store_batches(
-    tx: &Transaction<'_>,
-    batches: &[EventBatch],
-) -> anyhow::Result<Vec<(String, i64)>> {
-    let mut shops: Vec<&str> = batches.iter().map(|b| b.shop_id.as_str()).collect();
-    shops.sort_unstable(); // rows locked in one order: concurrent instances cannot deadlock
-    shops.dedup();
-    tx.execute(
-        "INSERT INTO shops (shop_id, last_seen) SELECT unnest($1::text[]), now()
-         ON CONFLICT (shop_id) DO UPDATE SET last_seen = now()",
-        &[&shops],
-    )
-    .await?;
-    // One statement for all the events (row-by-row inserts cut the ingest rate by 4).
-    let events = batches
-        .iter()
-        .flat_map(|b| b.events.iter().map(move |e| (b.shop_id.as_str(), e)));
-    let mut columns = (vec![], vec![], vec![], vec![], vec![], vec![]);
-    for (shop, e) in events {
-        columns.0.push(shop);
-        columns.1.push(e.seq);
-        columns.2.push(e.event_id.as_str());
-        columns.3.push(e.kind.as_str());
-        columns.4.push(e.at_ms as i64);
-        columns.5.push(&e.body);
-    }
-    tx.execute(
-        "INSERT INTO events (shop_id, seq, event_id, kind, at_ms, body)
-         SELECT * FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::bigint[], $6::jsonb[])
-         ON CONFLICT (shop_id, seq) DO NOTHING",
-        &[
-            &columns.0, &columns.1, &columns.2, &columns.3, &columns.4, &columns.5,
-        ],
-    )
-    .await?;
-    // Each shop advances over the contiguous run of stored seqs after its acknowledged one
-    // (instances sharing the load may store a shop's batches out of order).
-    tx.execute(
-        "UPDATE shops SET acked_seq = r.up_to FROM (
-            SELECT s.shop_id, max(e.seq) AS up_to
-            FROM shops s CROSS JOIN LATERAL (
-                SELECT seq, seq - row_number() OVER (ORDER BY seq) AS run
-                FROM events WHERE events.shop_id = s.shop_id AND events.seq > s.acked_seq
-            ) e
-            WHERE s.shop_id = ANY($1) AND e.run = s.acked_seq GROUP BY s.shop_id
-         ) r WHERE shops.shop_id = r.shop_id",
-        &[&shops],
-    )
-    .await?;
-    let rows = tx
-        .query(
-            "SELECT shop_id, acked_seq FROM shops WHERE shop_id = ANY($1)",
-            &[&shops],
-        )
-        .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-/// Records a refused message with the reason.
-pub async fn dead_letter(
-    client: &Transaction<'_>,
-    topic: &str,
-    payload: &[u8],
-    reason: &str,
-) -> anyhow::Result<i64> {
-    Ok(client
-        .query_one(
-            "INSERT INTO dead_letters (topic, payload, reason) VALUES ($1, $2, $3) RETURNING id",
-            &[&topic, &payload, &reason],
-        )
-        .await?
-        .get(0))
-}
-
-/// Records a shop's online/offline status message.
-pub async fn set_online(
-    client: &Transaction<'_>,
-    shop_id: &str,
-    online: bool,
-) -> anyhow::Result<()> {
-    client
-        .execute(
-            "INSERT INTO shops (shop_id, online, last_seen) VALUES ($1, $2, now())
-             ON CONFLICT (shop_id) DO UPDATE SET online = $2, last_seen = now()",
-            &[&shop_id, &online],
-        )
-        .await?;
-    Ok(())
+/// A pool of connections for the API's requests (the schema is already migrated by then).
+pub fn pool(url: &str) -> anyhow::Result<deadpool_postgres::Pool> {
+    let config: tokio_postgres::Config = url
+        .parse()
+        .with_context(|| "database_url is not a valid PostgreSQL connection string".to_string())?;
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        NoTls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    Ok(deadpool_postgres::Pool::builder(manager)
+        .max_size(16)
+        .build()?)
 }

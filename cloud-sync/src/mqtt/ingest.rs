@@ -1,60 +1,25 @@
-//! Ingest: consumes every shop's uplink through a shared subscription (several instances
-//! split the load), validates each message, stores events in PostgreSQL, then acknowledges
-//! the highest contiguous seq to the shop. Bad or foreign messages go to the dead-letter
-//! table with the reason; they never stop the service or other shops. Resync requests go to
-//! the downlink worker.
+//! Ingest: consumes every box's uplink through shared subscriptions (several instances split
+//! the load), validates each message, stores events in PostgreSQL, then acknowledges each
+//! stream's highest contiguous seq to its box. Bad or foreign messages go to the dead-letter
+//! table with the reason; they never stop the service or other boxes. Resync requests go to
+//! the downlink worker. Boxes of both protocols are served (see `tastesync_shared::wire`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use serde::Deserialize;
 use tastesync_shared::downlink::ResyncRequest;
-use tastesync_shared::wire::{self, Ack, EventBatch};
+use tastesync_shared::wire::{self, Ack, BoxStatus, EventBatch, LEGACY_VERSION, Topic};
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Transaction};
 
-use crate::{db, downlink};
+use super::downlink;
+use crate::config::Config;
+use crate::storage::{self, events::StreamAck};
 
 /// Largest MQTT packet cloud-sync reads; payloads over `wire::MAX_PAYLOAD` are refused.
 const RECEIVE_LIMIT: usize = 16 << 20;
-
-/// `tastesync-cloud serve` configuration (TOML).
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct Config {
-    /// PostgreSQL, e.g. `host=127.0.0.1 user=postgres dbname=tastesync`.
-    pub database_url: String,
-    /// The MQTT broker, `host:port`.
-    pub broker: String,
-    pub username: String,
-    pub password: String,
-    /// Shared-subscription group: instances with the same group split the shops.
-    pub group: String,
-    /// This instance's MQTT client id (unique per instance).
-    pub client_id: String,
-    /// How many days ahead shops get EID temporary keys (1 to 60); keys are renewed daily.
-    pub eid_days: u32,
-    /// How often keys running short are renewed, seconds.
-    pub eid_refresh_secs: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            database_url: "host=127.0.0.1 user=postgres dbname=tastesync".into(),
-            broker: "127.0.0.1:1883".into(),
-            username: String::new(),
-            password: String::new(),
-            group: "cloud-sync".into(),
-            client_id: format!("tastesync-cloud-{}", std::process::id()),
-            eid_days: 7,
-            eid_refresh_secs: 3600,
-        }
-    }
-}
 
 /// Messages stored in one PostgreSQL transaction at most (a busy broker's backlog is taken
 /// in groups: one commit for many shops' batches).
@@ -67,11 +32,8 @@ struct Message {
 }
 
 /// Runs until the MQTT event loop or a worker fails for good.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
-    let (host, port) = wire::parse_broker(&config.broker)
-        .with_context(|| format!("broker {:?} must be host:port", config.broker))?;
-    // Fail fast on a wrong database URL or schema; later losses are retried.
-    drop(db::connect(&config.database_url).await?);
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    let (host, port) = config.broker_address()?;
     let mut options = MqttOptions::new(config.client_id.clone(), host, port);
     options.set_keep_alive(Duration::from_secs(15));
     // Accept packets well past the payload limit, so an oversized message is received and
@@ -111,43 +73,39 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             // Never wait on the client's request queue here: only this loop drains it (the
             // downlink may have filled it while the broker was away). Retried on the next
             // event until there is room.
-            subscribed = ["events", "status", "resync"].iter().all(|leaf| {
-                client
-                    .try_subscribe(
-                        wire::shared_subscription(&config.group, leaf),
-                        QoS::AtLeastOnce,
-                    )
-                    .is_ok()
-            });
+            subscribed = ["events", "status", "resync"]
+                .iter()
+                .flat_map(|leaf| wire::shared_subscriptions(&config.group, leaf))
+                .all(|filter| client.try_subscribe(filter, QoS::AtLeastOnce).is_ok());
             if subscribed {
                 tracing::info!("connected to the broker");
                 downlink_requests.broker_connected();
             }
         }
         match event {
-            Ok(Event::Incoming(Packet::Publish(message))) => {
-                match wire::parse_topic(&message.topic) {
-                    Some((shop, "resync")) => match ResyncRequest::parse(&message.payload) {
-                        Ok(request) => downlink_requests.resync(shop, request.from_version),
-                        Err(e) => {
-                            tracing::warn!(
-                                shop,
-                                "ignoring a resync request: {}",
-                                e.without_payload()
-                            )
+            Ok(Event::Incoming(Packet::Publish(message))) => match Topic::parse(&message.topic) {
+                Some(topic) if topic.leaf == "resync" => {
+                    match ResyncRequest::parse(&message.payload) {
+                        Ok(request) => {
+                            downlink_requests.resync(topic.shop_id, request.from_version)
                         }
-                    },
-                    _ => {
-                        let message = Message {
-                            topic: message.topic,
-                            payload: message.payload,
-                        };
-                        if to_store.send(message).await.is_err() {
-                            anyhow::bail!("the store worker stopped");
-                        }
+                        Err(e) => tracing::warn!(
+                            shop = topic.shop_id,
+                            "ignoring a resync request: {}",
+                            e.without_payload()
+                        ),
                     }
                 }
-            }
+                _ => {
+                    let message = Message {
+                        topic: message.topic,
+                        payload: message.payload,
+                    };
+                    if to_store.send(message).await.is_err() {
+                        anyhow::bail!("the store worker stopped");
+                    }
+                }
+            },
             Ok(_) => {}
             Err(e) => {
                 tracing::warn!("broker connection: {e}; retrying");
@@ -157,13 +115,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     }
 }
 
-/// Stores messages in groups and acknowledges each shop after the commit. A lost database
+/// Stores messages in groups and acknowledges each stream after the commit. A lost database
 /// connection is re-established and the group stored again; a group PostgreSQL refuses is
 /// split, so one bad message goes to the dead letters and never blocks the other shops.
 async fn store_loop(url: String, mqtt: AsyncClient, mut messages: mpsc::Receiver<Message>) {
-    let mut db = db::reconnect(&url).await;
-    // Acks not yet handed to the MQTT client (its queue was full): the latest per shop.
-    let mut unsent: HashMap<String, i64> = HashMap::new();
+    let mut db = storage::reconnect(&url).await;
+    // Acks not yet handed to the MQTT client (its queue was full): the latest per stream.
+    let mut unsent: HashMap<String, StreamAck> = HashMap::new();
     let mut retry = tokio::time::interval(Duration::from_millis(50));
     loop {
         let first = tokio::select! {
@@ -188,7 +146,7 @@ async fn store_loop(url: String, mqtt: AsyncClient, mut messages: mpsc::Receiver
                     tracing::warn!("cannot store a group ({e:#}); retrying");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     if db.is_closed() {
-                        db = db::reconnect(&url).await;
+                        db = storage::reconnect(&url).await;
                     }
                 }
                 Err(e) => {
@@ -200,9 +158,14 @@ async fn store_loop(url: String, mqtt: AsyncClient, mut messages: mpsc::Receiver
                 }
             }
         };
-        for (shop, up_to_seq) in acks {
-            let entry = unsent.entry(shop).or_default();
-            *entry = (*entry).max(up_to_seq);
+        for ack in acks {
+            match unsent.get_mut(&ack.stream_id) {
+                Some(waiting) if waiting.up_to_seq > ack.up_to_seq => {}
+                Some(waiting) => *waiting = ack,
+                None => {
+                    unsent.insert(ack.stream_id.clone(), ack);
+                }
+            }
         }
         send_acks(&mqtt, &mut unsent);
     }
@@ -210,14 +173,31 @@ async fn store_loop(url: String, mqtt: AsyncClient, mut messages: mpsc::Receiver
 
 /// Hands acks to the MQTT client without waiting: the event loop that drains its queue may
 /// itself be waiting for this worker.
-fn send_acks(mqtt: &AsyncClient, unsent: &mut HashMap<String, i64>) {
-    unsent.retain(|shop, up_to_seq| {
-        let ack = Ack {
-            v: wire::VERSION,
-            up_to_seq: *up_to_seq,
+fn send_acks(mqtt: &AsyncClient, unsent: &mut HashMap<String, StreamAck>) {
+    unsent.retain(|_, ack| {
+        let (topic, message) = match &ack.box_id {
+            Some(box_id) => (
+                wire::BoxTopics::new(&ack.shop_id, box_id).ack,
+                Ack {
+                    v: wire::VERSION,
+                    stream_id: Some(ack.stream_id.clone()),
+                    up_to_seq: ack.up_to_seq,
+                    stream_conflict_at: ack.conflict_at,
+                },
+            ),
+            // A protocol-1 box knows one stream and no conflicts.
+            None => (
+                wire::legacy::ack_topic(&ack.shop_id),
+                Ack {
+                    v: LEGACY_VERSION,
+                    stream_id: None,
+                    up_to_seq: ack.up_to_seq,
+                    stream_conflict_at: None,
+                },
+            ),
         };
-        let payload = serde_json::to_vec(&ack).expect("an ack serialises");
-        mqtt.try_publish(wire::ack_topic(shop), QoS::AtLeastOnce, false, payload)
+        let payload = serde_json::to_vec(&message).expect("an ack serialises");
+        mqtt.try_publish(topic, QoS::AtLeastOnce, false, payload)
             .is_err()
     });
 }
@@ -233,7 +213,7 @@ fn refused_for_its_content(error: &anyhow::Error) -> bool {
     matches!(class, Some("22" | "23" | "54"))
 }
 
-async fn store_one_by_one(db: &mut Client, group: &[Message]) -> Vec<(String, i64)> {
+async fn store_one_by_one(db: &mut Client, group: &[Message]) -> Vec<StreamAck> {
     let mut acks = Vec::new();
     for message in group {
         match store_group(db, std::slice::from_ref(message)).await {
@@ -262,13 +242,13 @@ async fn store_one_by_one(db: &mut Client, group: &[Message]) -> Vec<(String, i6
 
 /// A message PostgreSQL refused for its content (jsonb cannot hold `\u0000`, say) goes to the
 /// dead letters whole. If it was a valid batch, its seqs are stored with a body pointing to
-/// the dead letter, so the shop's acknowledgements move on: a box must never resend one bad
+/// the dead letter, so the stream's acknowledgements move on: a box must never resend one bad
 /// event for ever, and the event itself is kept (in `dead_letters.payload`).
 async fn refuse(
     tx: &Transaction<'_>,
     message: &Message,
     error: &anyhow::Error,
-) -> anyhow::Result<Vec<(String, i64)>> {
+) -> anyhow::Result<Vec<StreamAck>> {
     let detail = error
         .downcast_ref::<tokio_postgres::Error>()
         .and_then(tokio_postgres::Error::as_db_error)
@@ -278,52 +258,61 @@ async fn refuse(
         topic = message.topic,
         "refused a message; the reason is in dead_letters"
     );
-    let id = db::dead_letter(tx, &message.topic, &message.payload, &reason).await?;
-    let Some((shop, "events")) = wire::parse_topic(&message.topic) else {
+    let id = storage::events::dead_letter(tx, &message.topic, &message.payload, &reason).await?;
+    let Some(topic) = Topic::parse(&message.topic).filter(|t| t.leaf == "events") else {
         return Ok(Vec::new());
     };
-    let Ok(mut batch) = EventBatch::parse(&message.payload, shop) else {
+    let Ok(mut batch) = EventBatch::parse(&message.payload, &topic) else {
         return Ok(Vec::new());
     };
     for event in &mut batch.events {
         event.body = serde_json::json!({ "dead_letter_id": id });
     }
-    db::store_batches(tx, &[batch]).await
+    storage::events::store_batches(tx, &[batch]).await
 }
 
 /// Validates a group of messages and stores it in one transaction; returns the acks to send.
-async fn store_group(db: &mut Client, group: &[Message]) -> anyhow::Result<Vec<(String, i64)>> {
+async fn store_group(db: &mut Client, group: &[Message]) -> anyhow::Result<Vec<StreamAck>> {
     let tx = db.transaction().await?;
     let mut batches = Vec::new();
-    for Message { topic, payload } in group {
-        let refused = match wire::parse_topic(topic) {
+    for Message {
+        topic: text,
+        payload,
+    } in group
+    {
+        let refused = match Topic::parse(text) {
             None => Some("not a shop topic".to_string()),
-            Some((shop, "events")) => match EventBatch::parse(payload, shop) {
+            Some(topic) if topic.leaf == "events" => match EventBatch::parse(payload, &topic) {
                 Ok(batch) => {
                     batches.push(batch);
                     None
                 }
                 Err(reason) => Some(reason.to_string()),
             },
-            Some((shop, "status")) => match &payload[..] {
-                b"online" | b"offline" => {
-                    db::set_online(&tx, shop, &payload[..] == b"online").await?;
+            Some(topic) if topic.leaf == "status" => match BoxStatus::parse(payload) {
+                // A box's status on its topic, a shop's (protocol 1) on the shop's.
+                Ok(status) if (status.v == LEGACY_VERSION) == topic.box_id.is_none() => {
+                    storage::events::set_status(&tx, topic.shop_id, topic.box_id, &status).await?;
                     None
                 }
-                _ => Some("status must be online or offline".to_string()),
+                Ok(_) => Some("a status of the wrong protocol for its topic".to_string()),
+                Err(reason) => Some(reason),
             },
             Some(_) => Some("unknown topic".to_string()),
         };
         if let Some(reason) = refused {
             // The reason may quote the payload: it goes to the table, not the log.
-            tracing::warn!(topic, "refused a message; the reason is in dead_letters");
-            db::dead_letter(&tx, topic, payload, &reason).await?;
+            tracing::warn!(
+                topic = text,
+                "refused a message; the reason is in dead_letters"
+            );
+            storage::events::dead_letter(&tx, text, payload, &reason).await?;
         }
     }
     let acks = if batches.is_empty() {
         Vec::new()
     } else {
-        db::store_batches(&tx, &batches).await?
+        storage::events::store_batches(&tx, &batches).await?
     };
     tx.commit().await?;
     Ok(acks)

@@ -20,13 +20,13 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use rumqttc::{AsyncClient, QoS};
-use tastesync_shared::downlink::{ChangeBatch, CustomerChange};
+use tastesync_shared::downlink::{CHANGES_VERSION, ChangeBatch, CustomerChange};
 use tastesync_shared::wire::{self, MAX_PAYLOAD};
 use tokio::sync::{Notify, mpsc};
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 
-use crate::customers::{self, CHANNEL};
-use crate::ingest::Config;
+use crate::config::Config;
+use crate::storage::customers::{self, CHANNEL};
 
 /// Changes read from PostgreSQL at a time.
 const PAGE: i64 = 500;
@@ -219,7 +219,7 @@ async fn publish(
 ) -> anyhow::Result<i64> {
     let to_version = changes.last().map_or(from_version, |c| c.version);
     let batch = ChangeBatch {
-        v: wire::VERSION,
+        v: CHANGES_VERSION,
         shop_id: shop.to_string(),
         from_version,
         to_version,

@@ -1,0 +1,6 @@
+//! One file per command of `tastesync-cloud` (the command line itself is in `main.rs`).
+
+pub mod customers;
+pub mod eid_keys;
+pub mod serve;
+pub mod shops;

@@ -1,0 +1,194 @@
+//! `tastesync-cloud` configuration: one TOML file (`--config`), every key optional, defaults
+//! that run against this machine's PostgreSQL and Mosquitto. Checked once, at start, so a
+//! mistake stops the service with the reason instead of surfacing later.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tastesync_shared::wire;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// PostgreSQL, e.g. `host=127.0.0.1 user=postgres dbname=tastesync`.
+    pub database_url: String,
+    /// The MQTT broker, `host:port`.
+    pub broker: String,
+    /// cloud-sync's own broker user. With `provisioning.credentials = "dynsec"` it must be an
+    /// administrator of Mosquitto's dynamic-security plugin.
+    pub username: String,
+    pub password: String,
+    /// Shared-subscription group: instances with the same group split the boxes.
+    pub group: String,
+    /// This instance's MQTT client id (unique per instance).
+    pub client_id: String,
+    /// How many days ahead shops get EID temporary keys (1 to 60); keys are renewed daily.
+    pub eid_days: u32,
+    /// How often keys running short are renewed, seconds.
+    pub eid_refresh_secs: u64,
+    pub http: HttpConfig,
+    pub provisioning: ProvisioningConfig,
+}
+
+/// Section `[http]`: the API server (provisioning now, the HQ console next).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Address and port; empty turns the API off.
+    pub listen: String,
+    /// PEM certificate chain and key: HTTPS (rustls). Without them the API speaks plain HTTP,
+    /// which is refused on anything but loopback (put a TLS proxy in front instead).
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+}
+
+/// Section `[provisioning]`: what claimed boxes are given.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProvisioningConfig {
+    /// How boxes get broker credentials: `dynsec` (each box its own user and password,
+    /// confined to its own topics, created through Mosquitto's dynamic-security plugin) or
+    /// `none` (a broker without authentication; for development only).
+    pub credentials: Credentials,
+    /// The broker address boxes are given, `host:port` (default: `broker`).
+    pub box_broker: String,
+    /// Whether boxes connect to it with TLS, and the PEM file of the CA they should trust
+    /// (sent to them; none: the box's system roots).
+    pub box_broker_tls: bool,
+    pub box_broker_ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Credentials {
+    Dynsec,
+    None,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: "host=127.0.0.1 user=postgres dbname=tastesync".into(),
+            broker: "127.0.0.1:1883".into(),
+            username: String::new(),
+            password: String::new(),
+            group: "cloud-sync".into(),
+            client_id: format!("tastesync-cloud-{}", std::process::id()),
+            eid_days: 7,
+            eid_refresh_secs: 3600,
+            http: HttpConfig::default(),
+            provisioning: ProvisioningConfig::default(),
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "127.0.0.1:8443".into(),
+            tls_cert_file: None,
+            tls_key_file: None,
+        }
+    }
+}
+
+impl Default for ProvisioningConfig {
+    fn default() -> Self {
+        ProvisioningConfig {
+            credentials: Credentials::Dynsec,
+            box_broker: String::new(),
+            box_broker_tls: false,
+            box_broker_ca_file: None,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks the file, or the defaults without one.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let config: Config = toml::from_str(&text)
+            .with_context(|| format!("invalid configuration in {}", path.display()))?;
+        config
+            .validate()
+            .with_context(|| format!("invalid configuration in {}", path.display()))?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        // Shops refuse a customer with more keys than 60 days' worth.
+        if !(1..=60).contains(&self.eid_days) {
+            bail!("eid_days must be 1 to 60");
+        }
+        self.broker_address()?;
+        if !self.provisioning.box_broker.is_empty()
+            && wire::parse_broker(&self.provisioning.box_broker).is_none()
+        {
+            bail!("provisioning.box_broker must be host:port");
+        }
+        if !self.http.listen.is_empty() {
+            let address: SocketAddr = self.http.listen.parse().with_context(|| {
+                format!("http.listen {:?} must be address:port", self.http.listen)
+            })?;
+            match (&self.http.tls_cert_file, &self.http.tls_key_file) {
+                (Some(_), Some(_)) => {}
+                (None, None) if address.ip().is_loopback() => {}
+                (None, None) => bail!(
+                    "http.listen {address} is not loopback: give http.tls_cert_file and \
+                     http.tls_key_file (boxes receive their broker password through it)"
+                ),
+                _ => bail!("http.tls_cert_file and http.tls_key_file go together"),
+            }
+        }
+        Ok(())
+    }
+
+    /// `broker` as host and port.
+    pub fn broker_address(&self) -> anyhow::Result<(&str, u16)> {
+        wire::parse_broker(&self.broker)
+            .with_context(|| format!("broker {:?} must be host:port", self.broker))
+    }
+
+    /// The broker address claimed boxes are given.
+    pub fn box_broker(&self) -> &str {
+        if self.provisioning.box_broker.is_empty() {
+            &self.broker
+        } else {
+            &self.provisioning.box_broker
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<Config> {
+        let config: Config = toml::from_str(text)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    #[test]
+    fn defaults_run_and_mistakes_are_explained() {
+        assert!(parse("").is_ok());
+        for (text, expected) in [
+            ("eid_days = 0", "eid_days"),
+            ("broker = \"nowhere\"", "host:port"),
+            ("[http]\nlisten = \"0.0.0.0:8443\"", "not loopback"),
+            ("[http]\ntls_cert_file = \"a.pem\"", "go together"),
+            ("[provisioning]\ncredentials = \"magic\"", "unknown variant"),
+            ("[provisioning]\nbox_broker = \"x\"", "box_broker"),
+            ("[http]\nlisten = \"localhost\"", "address:port"),
+        ] {
+            let error = format!("{:#}", parse(text).unwrap_err());
+            assert!(error.contains(expected), "{text}: {error}");
+        }
+    }
+}
