@@ -366,6 +366,8 @@ async fn run_once(
                         let waiting = on_store(&store, |s| s.outbox_pending()).await?;
                         status.send_replace(format!("connected; {waiting} events waiting"));
                         last_progress = Instant::now();
+                        // The window has room again: fill it now rather than at the next tick.
+                        send_window(&client, &topics, link, uplink, &store, &mut stream, window).await?;
                     }
                 }
                 Ok(_) => {}

@@ -119,9 +119,20 @@ impl Mosquitto {
     }
 
     fn start_in(dir: tempfile::TempDir, extra: &str) -> Mosquitto {
+        // `user root`: a broker started as root would otherwise switch to the mosquitto user,
+        // which cannot write the test's directory.
+        let log = dir.path().join("mosquitto.log").display().to_string();
         Mosquitto::start_with(dir, |port| {
-            format!("listener {port} 127.0.0.1\npersistence false\n{extra}\n")
+            format!(
+                "listener {port} 127.0.0.1\npersistence false\nuser root\nlog_dest file {log}\n\
+                 log_type error\nlog_type warning\nlog_type notice\nlog_type information\n{extra}\n"
+            )
         })
+    }
+
+    /// What the broker logged (connections, refusals, client ids taken over...).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
     }
 
     /// A broker whose whole config `config(port)` writes; `port` is the main listener's.
@@ -186,6 +197,48 @@ impl Mosquitto {
             acl.display()
         );
         Mosquitto::start_in(dir, &extra)
+    }
+
+    /// A broker whose users and their rights are managed at run time through the
+    /// dynamic-security plugin, as production's is; `admin` is its one user at first, a
+    /// dynamic-security administrator (cloud-sync's).
+    pub fn with_dynsec((user, password): (&str, &str)) -> Mosquitto {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("dynamic-security.json");
+        let status = Command::new("mosquitto_ctrl")
+            .args(["dynsec", "init"])
+            .arg(&file)
+            .args([user, password])
+            .stdout(Stdio::null())
+            .status()
+            .expect("mosquitto_ctrl (Debian package mosquitto-clients)");
+        assert!(status.success(), "mosquitto_ctrl dynsec init");
+        let plugin = [
+            "/usr/lib/x86_64-linux-gnu",
+            "/usr/lib/aarch64-linux-gnu",
+            "/usr/lib",
+        ]
+        .iter()
+        .map(|dir| std::path::Path::new(dir).join("mosquitto_dynamic_security.so"))
+        .find(|path| path.exists())
+        .expect("Mosquitto's dynamic-security plugin (Debian package mosquitto)");
+        let extra = format!(
+            "plugin {}\nplugin_opt_config_file {}",
+            plugin.display(),
+            file.display()
+        );
+        Mosquitto::start_in(dir, &extra)
+    }
+
+    /// Whether the broker refuses a connection with these credentials.
+    pub fn refuses(&self, user: (&str, &str)) -> bool {
+        let output = self
+            .client("mosquitto_sub", Some(user), "tastesync/v1/probe")
+            .args(["-C", "1", "-W", "2"])
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stderr).to_lowercase();
+        said.contains("not authori") || said.contains("refused")
     }
 
     /// Stops the broker (everything in flight is lost: persistence is off) and starts it
@@ -299,6 +352,58 @@ impl Database {
     pub fn query(&self, sql: &str) -> Vec<String> {
         psql(&self.name, sql).lines().map(String::from).collect()
     }
+
+    /// The events PostgreSQL holds for a shop (all its streams), as `seq|event_id|type` in
+    /// seq order.
+    pub fn stored(&self, shop_id: &str) -> Vec<String> {
+        self.query(&format!(
+            "SELECT seq, event_id, kind FROM events WHERE shop_id = '{shop_id}' ORDER BY seq, stream_id"
+        ))
+    }
+
+    /// The events of one stream, as `seq|event_id|type` in seq order.
+    pub fn stored_stream(&self, stream_id: &str) -> Vec<String> {
+        self.query(&format!(
+            "SELECT seq, event_id, kind FROM events WHERE stream_id = '{stream_id}' ORDER BY seq"
+        ))
+    }
+}
+
+impl Database {
+    /// `pg_dump` of the database as it is now (a consistent snapshot, taken while others
+    /// write), in PostgreSQL's custom format.
+    pub fn dump(&self, path: &std::path::Path) {
+        let status = Command::new("pg_dump")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-Fc",
+                "-d",
+                &self.name,
+                "-f",
+            ])
+            .arg(path)
+            .status()
+            .expect("pg_dump");
+        assert!(status.success(), "pg_dump");
+    }
+
+    /// Drops the database (disconnecting its clients) and restores it from a dump.
+    pub fn restore(&self, path: &std::path::Path) {
+        psql(
+            "postgres",
+            &format!("DROP DATABASE {} WITH (FORCE)", self.name),
+        );
+        psql("postgres", &format!("CREATE DATABASE {}", self.name));
+        let status = Command::new("pg_restore")
+            .args(["-h", "127.0.0.1", "-U", "postgres", "-d", &self.name])
+            .arg(path)
+            .status()
+            .expect("pg_restore");
+        assert!(status.success(), "pg_restore");
+    }
 }
 
 impl Drop for Database {
@@ -338,6 +443,8 @@ fn psql(database: &str, sql: &str) -> String {
 /// `tastesync-cloud serve`, killed on drop.
 pub struct CloudSync {
     child: Child,
+    /// Its configuration file (HQ's commands take the same).
+    pub config: std::path::PathBuf,
 }
 
 impl CloudSync {
@@ -388,7 +495,7 @@ impl CloudSync {
             .env("RUST_LOG", "warn")
             .spawn()
             .unwrap();
-        let cloud = CloudSync { child };
+        let cloud = CloudSync { child, config };
         // Ready once its migrations ran: tests query the tables right away.
         let ready = eventually(20, || {
             database.query("SELECT to_regclass('public.events') IS NOT NULL") == ["t"]
@@ -416,6 +523,13 @@ impl Hq {
         Hq { config }
     }
 
+    /// With cloud-sync's own configuration (its broker, for revoking boxes).
+    pub fn of(cloud: &CloudSync) -> Hq {
+        Hq {
+            config: cloud.config.clone(),
+        }
+    }
+
     /// Runs `customers <args>`; returns its output whatever the outcome.
     pub fn customers(&self, args: &[&str]) -> std::process::Output {
         Command::new(bin("tastesync-cloud"))
@@ -429,17 +543,40 @@ impl Hq {
 
     /// Runs `customers <args>`, which must succeed; returns its JSON lines.
     pub fn ok(&self, args: &[&str]) -> Vec<serde_json::Value> {
-        let output = self.customers(args);
-        assert!(
-            output.status.success(),
-            "customers {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(|l| serde_json::from_str(l).expect("customer JSON"))
-            .collect()
+        json_lines("customers", &self.customers(args), args)
     }
+
+    /// Runs `shops <args>`; returns its output whatever the outcome.
+    pub fn shops_output(&self, args: &[&str]) -> std::process::Output {
+        Command::new(bin("tastesync-cloud"))
+            .arg("shops")
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .expect("tastesync-cloud")
+    }
+
+    /// Runs `shops <args>`, which must succeed; returns its JSON lines.
+    pub fn shops(&self, args: &[&str]) -> Vec<serde_json::Value> {
+        json_lines("shops", &self.shops_output(args), args)
+    }
+}
+
+fn json_lines(
+    command: &str,
+    output: &std::process::Output,
+    args: &[&str],
+) -> Vec<serde_json::Value> {
+    assert!(
+        output.status.success(),
+        "{command} {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON lines"))
+        .collect()
 }
 
 /// Polls `check` until it holds or `seconds` pass.

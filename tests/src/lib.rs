@@ -121,6 +121,64 @@ impl Shop {
         self.import_customers(&csv);
     }
 
+    /// Records `visits` visits of ten customers (C1..C10) with the uplink off, as `shop_id`
+    /// (empty: a box not claimed yet): a backlog in the outbox, which is returned.
+    pub fn record_offline(&self, shop_id: &str, visits: u64) -> Vec<serde_json::Value> {
+        use std::fmt::Write as _;
+        const UUID: &str = "f7826da64fa24e988024bc5b71e0893e";
+        self.enroll_tag_customers(10);
+        let start = now_s() * 1000;
+        let mut lines = String::new();
+        for v in 0..visits {
+            let c = v % 10 + 1;
+            for i in 0..3u64 {
+                let t = start + v * 4_000 + i * 500;
+                let data = ibeacon(UUID, 1, c as u16);
+                writeln!(
+                    lines,
+                    r#"{{"t_ms":{t},"address":"c0:00:00:00:00:{c:02x}","rssi":-60,"data":"{data}"}}"#
+                )
+                .unwrap();
+            }
+        }
+        let recording = self.write("backlog.jsonl", &lines);
+        let config = self.write(
+            "offline.toml",
+            &format!(
+                "shop_id = {shop_id:?}\ndatabase = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 0\n[presence]\nabsence_ms = 2000\n[pos]\nlisten = \"\"\n",
+                self.db(),
+                recording.display().to_string()
+            ),
+        );
+        self.edge_ok(&["run", "--config", config.to_str().unwrap()]);
+        self.outbox()
+    }
+
+    /// The events waiting in the outbox, oldest first.
+    pub fn outbox(&self) -> Vec<serde_json::Value> {
+        self.edge_ok(&["outbox", "--db", &self.db(), "--limit", "1000000"])
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Whether nothing waits for the cloud (cheap with a large backlog).
+    pub fn outbox_is_empty(&self) -> bool {
+        self.edge_ok(&["outbox", "--db", &self.db(), "--limit", "1"])
+            .is_empty()
+    }
+
+    /// The outbox as `seq|event_id|type` rows (the form `Database::stored` gives).
+    pub fn outbox_rows(&self) -> Vec<String> {
+        as_rows(&self.outbox())
+    }
+
+    /// `tastesync-edge identity --json` of this box.
+    pub fn identity(&self) -> serde_json::Value {
+        serde_json::from_str(&self.edge_ok(&["identity", "--db", &self.db(), "--json"]))
+            .expect("identity JSON")
+    }
+
     /// A recording of a quiet shop: one faint unknown advertisement per `step_ms` for
     /// `count` steps from now. It keeps a replaying box running that long.
     pub fn quiet_recording(&self, name: &str, count: u64, step_ms: u64) -> PathBuf {
@@ -161,6 +219,17 @@ impl Shop {
     /// in one transaction, as a long offline spell would leave it; recording that many
     /// events through the pipeline would spend minutes on fsyncs.
     pub fn write_outbox_backlog(&self, count: i64) {
+        self.write_outbox_events(count, |seq| {
+            format!(
+                r#"{{"visit_id":"v{seq}","customer_ref":"C{}","zone":"counter","arrived_at_ms":{seq}}}"#,
+                seq % 1000
+            )
+        });
+    }
+
+    /// Writes `count` `customer_arrived` events whose bodies `body(seq)` gives straight into the
+    /// outbox, in one transaction.
+    pub fn write_outbox_events(&self, count: i64, body: impl Fn(i64) -> String) {
         self.edge_ok(&["outbox", "--db", &self.db()]); // creates the store's schema
         let mut db = rusqlite::Connection::open(self.db()).expect("open the store");
         let tx = db.transaction().unwrap();
@@ -171,10 +240,7 @@ impl Shop {
                 )
                 .unwrap();
             for seq in 1..=count {
-                let body = format!(
-                    r#"{{"visit_id":"v{seq}","customer_ref":"C{}","zone":"counter","arrived_at_ms":{seq}}}"#,
-                    seq % 1000
-                );
+                let body = body(seq);
                 let event_id = format!("0190e6b2-0000-7000-8000-{seq:012}");
                 insert
                     .execute(rusqlite::params![event_id, seq, body])
@@ -263,6 +329,21 @@ impl Default for Shop {
     fn default() -> Self {
         Shop::new()
     }
+}
+
+/// Outbox events as `seq|event_id|type` rows.
+pub fn as_rows(events: &[serde_json::Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| {
+            format!(
+                "{}|{}|{}",
+                e["seq"],
+                e["event_id"].as_str().unwrap(),
+                e["type"].as_str().unwrap()
+            )
+        })
+        .collect()
 }
 
 /// A child process killed when dropped, so a failing test leaves nothing running.

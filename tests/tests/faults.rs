@@ -35,27 +35,6 @@ fn serve(shop: &Shop, database_url: &str, broker: &str) -> KillOnDrop {
     )
 }
 
-/// The outbox as `seq|event_id|type` rows, the form `STORED` selects.
-fn outbox_rows(shop: &Shop) -> Vec<String> {
-    shop.edge_ok(&["outbox", "--db", &shop.db(), "--limit", "1000000"])
-        .lines()
-        .map(|line| {
-            let e: serde_json::Value = serde_json::from_str(line).unwrap();
-            format!(
-                "{}|{}|{}",
-                e["seq"],
-                e["event_id"].as_str().unwrap(),
-                e["type"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
-
-fn outbox_is_empty(shop: &Shop) -> bool {
-    shop.edge_ok(&["outbox", "--db", &shop.db(), "--limit", "1"])
-        .is_empty()
-}
-
 /// The `ACKED` query's answer; 0 before the shop's first batch.
 fn acked_seq(rows: Vec<String>) -> i64 {
     rows.first().and_then(|v| v.parse().ok()).unwrap_or(0)
@@ -66,7 +45,7 @@ fn postgres_restart_mid_stream_loses_and_duplicates_nothing() {
     const EVENTS: i64 = 20_000;
     let shop = Shop::new();
     shop.write_outbox_backlog(EVENTS);
-    let pending = outbox_rows(&shop);
+    let pending = shop.outbox_rows();
     assert_eq!(pending.len(), EVENTS as usize);
 
     let postgres = Postgres::create();
@@ -100,7 +79,7 @@ fn postgres_restart_mid_stream_loses_and_duplicates_nothing() {
         );
     }
     let acked = eventually(60, || acked_seq(postgres.query(ACKED)) == EVENTS);
-    let drained = eventually(10, || outbox_is_empty(&shop));
+    let drained = eventually(10, || shop.outbox_is_empty());
     println!("drained in {:.1} s", started.elapsed().as_secs_f64());
     drop(daemon);
     assert!(acked, "acked up to {}", acked_seq(postgres.query(ACKED)));
@@ -114,7 +93,7 @@ fn postgres_restart_mid_stream_loses_and_duplicates_nothing() {
         "exactly the box's events, once each, in seq order"
     );
     assert!(drained, "the outbox drained");
-    assert_eq!(outbox_rows(&shop), Vec::<String>::new());
+    assert_eq!(shop.outbox_rows(), Vec::<String>::new());
     assert!(
         cloud.0.try_wait().unwrap().is_none(),
         "cloud-sync still running"
@@ -126,7 +105,7 @@ fn a_long_disconnection_with_a_100k_backlog_drains() {
     const EVENTS: i64 = 100_000;
     let shop = Shop::new();
     shop.write_outbox_backlog(EVENTS);
-    let pending = outbox_rows(&shop);
+    let pending = shop.outbox_rows();
     assert_eq!(pending.len(), EVENTS as usize);
 
     // The broker's address is fixed now; nothing listens there yet.
@@ -151,7 +130,7 @@ fn a_long_disconnection_with_a_100k_backlog_drains() {
     });
     let reachable = Instant::now();
     let acked = eventually(120, || acked_seq(database.query(ACKED)) == EVENTS);
-    let drained = eventually(10, || outbox_is_empty(&shop));
+    let drained = eventually(10, || shop.outbox_is_empty());
     println!(
         "{EVENTS} events drained {:.1} s after the broker came up",
         reachable.elapsed().as_secs_f64()
@@ -168,5 +147,5 @@ fn a_long_disconnection_with_a_100k_backlog_drains() {
         "exactly the box's events, once each, in seq order"
     );
     assert!(drained, "the outbox drained");
-    assert_eq!(outbox_rows(&shop), Vec::<String>::new());
+    assert_eq!(shop.outbox_rows(), Vec::<String>::new());
 }

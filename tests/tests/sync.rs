@@ -2,7 +2,6 @@
 //! once and in seq order, leave the outbox only once acknowledged, and bad messages land in
 //! the dead-letter table.
 
-use std::fmt::Write;
 use std::process::Command;
 
 use tastesync_e2e::cloud::{
@@ -10,72 +9,11 @@ use tastesync_e2e::cloud::{
 };
 use tastesync_e2e::*;
 
-const UUID: &str = "f7826da64fa24e988024bc5b71e0893e";
-
-/// Records `visits` visits of ten customers with the uplink off: a backlog in the outbox.
-fn record_offline(shop: &Shop, shop_id: &str, visits: u64) -> Vec<serde_json::Value> {
-    shop.enroll_tag_customers(10);
-    let start = now_s() * 1000;
-    let mut lines = String::new();
-    for v in 0..visits {
-        let c = v % 10 + 1;
-        for i in 0..3u64 {
-            let t = start + v * 4_000 + i * 500;
-            let data = ibeacon(UUID, 1, c as u16);
-            writeln!(
-                lines,
-                r#"{{"t_ms":{t},"address":"c0:00:00:00:00:{c:02x}","rssi":-60,"data":"{data}"}}"#
-            )
-            .unwrap();
-        }
-    }
-    let recording = shop.write("backlog.jsonl", &lines);
-    let config = shop.write(
-        "offline.toml",
-        &format!(
-            "shop_id = {shop_id:?}\ndatabase = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 0\n[presence]\nabsence_ms = 2000\n[pos]\nlisten = \"\"\n",
-            shop.db(),
-            recording.display().to_string()
-        ),
-    );
-    shop.edge_ok(&["run", "--config", config.to_str().unwrap()]);
-    outbox(shop)
-}
-
-/// The rows PostgreSQL holds for a shop, as `seq|event_id|type`.
-fn stored(database: &Database, shop_id: &str) -> Vec<String> {
-    database.query(&format!(
-        "SELECT seq, event_id, kind FROM events WHERE shop_id = '{shop_id}' ORDER BY seq"
-    ))
-}
-
-/// Outbox events in the same `seq|event_id|type` form.
-fn as_rows(events: &[serde_json::Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| {
-            format!(
-                "{}|{}|{}",
-                e["seq"],
-                e["event_id"].as_str().unwrap(),
-                e["type"].as_str().unwrap()
-            )
-        })
-        .collect()
-}
-
-fn outbox(shop: &Shop) -> Vec<serde_json::Value> {
-    shop.edge_ok(&["outbox", "--db", &shop.db(), "--limit", "1000000"])
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() {
     let shop = Shop::new();
     // Offline first: ten visits recorded with no uplink configured.
-    let pending = record_offline(&shop, "seoul-1", 10);
+    let pending = shop.record_offline("seoul-1", 10);
     assert_eq!(
         pending.len(),
         20,
@@ -87,8 +25,8 @@ fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() 
     let database = Database::create();
     let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-a");
     let daemon = shop.run_online("seoul-1", &format!("broker = {:?}", broker.address()));
-    let drained = eventually(30, || outbox(&shop).is_empty());
-    let rows = stored(&database, "seoul-1");
+    let drained = eventually(30, || shop.outbox().is_empty());
+    let rows = database.stored("seoul-1");
     let online_status = database.query("SELECT online FROM boxes WHERE shop_id = 'seoul-1'");
     drop(daemon);
     assert!(
@@ -180,7 +118,7 @@ fn events_reach_postgres_once_in_order_and_leave_the_outbox_when_acknowledged() 
 #[test]
 fn broker_restart_and_cloud_sync_killed_mid_stream_lose_and_duplicate_nothing() {
     let shop = Shop::new();
-    let pending = record_offline(&shop, "seoul-3", 1000);
+    let pending = shop.record_offline("seoul-3", 1000);
     assert_eq!(pending.len(), 2000);
     let mut broker = Mosquitto::start("allow_anonymous true");
     let database = Database::create();
@@ -192,18 +130,18 @@ fn broker_restart_and_cloud_sync_killed_mid_stream_lose_and_duplicate_nothing() 
     );
     let daemon = shop.run_online("seoul-3", &uplink);
     assert!(
-        eventually(20, || stored(&database, "seoul-3").len() >= 200),
+        eventually(20, || database.stored("seoul-3").len() >= 200),
         "the drain started"
     );
     broker.restart(); // in-flight messages and sessions are lost
     assert!(
-        eventually(30, || stored(&database, "seoul-3").len() >= 800),
+        eventually(30, || database.stored("seoul-3").len() >= 800),
         "the drain resumed"
     );
     drop(cloud); // cloud-sync killed mid-batch
     let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-b");
-    let drained = eventually(60, || outbox(&shop).is_empty());
-    let rows = stored(&database, "seoul-3");
+    let drained = eventually(60, || shop.outbox().is_empty());
+    let rows = database.stored("seoul-3");
     drop(daemon);
     assert!(
         drained,
@@ -223,7 +161,7 @@ fn shops_are_confined_to_their_own_topics() {
     let broker = Mosquitto::with_shop_acl(&users);
     let database = Database::create();
     let shop = Shop::new();
-    let pending = record_offline(&shop, "seoul-1", 5);
+    let pending = shop.record_offline("seoul-1", 5);
     let _cloud = CloudSync::start_as(
         &shop,
         &database,
@@ -237,10 +175,10 @@ fn shops_are_confined_to_their_own_topics() {
         broker.address()
     );
     let daemon = shop.run_online("seoul-1", &uplink);
-    let drained = eventually(20, || outbox(&shop).is_empty());
+    let drained = eventually(20, || shop.outbox().is_empty());
     drop(daemon);
     assert!(drained, "a shop with its own credentials syncs");
-    assert_eq!(stored(&database, "seoul-1"), as_rows(&pending));
+    assert_eq!(database.stored("seoul-1"), as_rows(&pending));
 
     let seoul = Some(("seoul-1", "pw-seoul"));
     let forged = r#"{"v":1,"shop_id":"busan-2","events":[{"seq":1,"event_id":"x","type":"customer_arrived","at_ms":1,"body":{}}]}"#;
@@ -255,7 +193,7 @@ fn shops_are_confined_to_their_own_topics() {
         database.query("SELECT reason FROM dead_letters")[0].contains("does not match the topic")
     );
     assert!(
-        stored(&database, "busan-2").is_empty(),
+        database.stored("busan-2").is_empty(),
         "nothing stored for busan-2"
     );
 
@@ -290,7 +228,7 @@ fn a_shop_syncs_over_tls_with_its_client_certificate_and_only_its_own() {
     let broker = Mosquitto::with_tls(certs.path(), tls_port);
     let database = Database::create();
     let shop = Shop::new();
-    let pending = record_offline(&shop, "seoul-1", 5);
+    let pending = shop.record_offline("seoul-1", 5);
     let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-tls");
     let cert = |name: &str| format!("{:?}", certs.path().join(name).display().to_string());
     let tls = |client: &str| {
@@ -303,22 +241,22 @@ fn a_shop_syncs_over_tls_with_its_client_certificate_and_only_its_own() {
     };
     // With its own certificate, seoul-1 syncs over TLS.
     let daemon = shop.run_online("seoul-1", &tls("seoul-1"));
-    let drained = eventually(20, || outbox(&shop).is_empty());
+    let drained = eventually(20, || shop.outbox().is_empty());
     drop(daemon);
     assert!(drained, "synced over TLS");
-    assert_eq!(stored(&database, "seoul-1"), as_rows(&pending));
+    assert_eq!(database.stored("seoul-1"), as_rows(&pending));
 
     // A box holding busan-2's certificate but configured as seoul-1 is refused by the ACL:
     // nothing it sends reaches the cloud.
     let other = Shop::new();
-    let backlog = record_offline(&other, "seoul-1", 3);
+    let backlog = other.record_offline("seoul-1", 3);
     assert_eq!(backlog.len(), 6);
     let daemon = other.run_online("seoul-1", &tls("busan-2"));
     std::thread::sleep(std::time::Duration::from_secs(3));
     drop(daemon);
-    assert_eq!(outbox(&other).len(), 6, "nothing acknowledged");
+    assert_eq!(other.outbox().len(), 6, "nothing acknowledged");
     assert_eq!(
-        stored(&database, "seoul-1"),
+        database.stored("seoul-1"),
         as_rows(&pending),
         "nothing new stored"
     );
@@ -347,7 +285,7 @@ fn run_online_once(shop: &Shop, shop_id: &str, uplink: &str) -> String {
 #[test]
 fn hq_sees_a_box_drop_through_its_last_will() {
     let shop = Shop::new();
-    record_offline(&shop, "seoul-5", 1);
+    shop.record_offline("seoul-5", 1);
     let broker = Mosquitto::start("allow_anonymous true");
     let database = Database::create();
     let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-will");

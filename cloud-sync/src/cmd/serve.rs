@@ -20,7 +20,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         let broker_admin = match config.provisioning.credentials {
             Credentials::Dynsec => {
-                let admin = BrokerAdmin::connect(&config)?;
+                let admin = BrokerAdmin::connect(&config, "claims")?;
                 Some(admin)
             }
             Credentials::None => {
@@ -68,7 +68,7 @@ async fn prepare_broker(config: Config) {
     let mut delay = Duration::from_secs(1);
     loop {
         let done = async {
-            let admin = BrokerAdmin::connect(&config)?;
+            let admin = BrokerAdmin::connect(&config, "prepare")?;
             admin.prepare().await?;
             let db = storage::connect(&config.database_url).await?;
             for (shop_id, box_id) in storage::shops::revoked_boxes(&db).await? {

@@ -43,7 +43,8 @@ pub async fn run(config: Config, command: ShopsCommand) -> anyhow::Result<()> {
                 anyhow::bail!("no box {box_id:?}");
             };
             if config.provisioning.credentials == Credentials::Dynsec {
-                let admin = BrokerAdmin::connect(&config)?;
+                let admin =
+                    BrokerAdmin::connect(&config, &format!("revoke-{}", std::process::id()))?;
                 admin.disable_box(&shop_id, &box_id).await.map_err(|e| {
                     anyhow::anyhow!(
                         "box {box_id} is revoked at HQ, but the broker could not be told ({e:#}); \

@@ -43,10 +43,12 @@ impl Drop for BrokerAdmin {
 }
 
 impl BrokerAdmin {
-    /// Connects (retrying in the background if the broker is away).
-    pub fn connect(config: &Config) -> anyhow::Result<BrokerAdmin> {
+    /// Connects (retrying in the background if the broker is away) as client
+    /// `{client_id}-{role}`: each connection needs an id of its own, or the broker drops the
+    /// older one.
+    pub fn connect(config: &Config, role: &str) -> anyhow::Result<BrokerAdmin> {
         let (host, port) = config.broker_address()?;
-        let mut options = MqttOptions::new(format!("{}-admin", config.client_id), host, port);
+        let mut options = MqttOptions::new(format!("{}-{role}", config.client_id), host, port);
         options.set_keep_alive(Duration::from_secs(15));
         if !config.username.is_empty() {
             options.set_credentials(config.username.clone(), config.password.clone());
@@ -240,7 +242,13 @@ impl BrokerAdmin {
                 offline,
             )
             .await?;
-        Ok(())
+        // The broker handles one connection's packets in order: once this answer is back, the
+        // status was delivered too (the command line may exit right after).
+        self.run_ok(
+            vec![json!({ "command": "getClient", "username": box_id })],
+            &["Client not found"],
+        )
+        .await
     }
 }
 

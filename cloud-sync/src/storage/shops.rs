@@ -210,8 +210,8 @@ pub async fn box_standing(
 pub async fn revoke_box(client: &Client, box_id: &str) -> anyhow::Result<Option<String>> {
     let row = client
         .query_opt(
-            "UPDATE boxes SET revoked_at = coalesce(revoked_at, now()) WHERE box_id = $1
-             RETURNING shop_id",
+            "UPDATE boxes SET revoked_at = coalesce(revoked_at, now()), online = false
+             WHERE box_id = $1 RETURNING shop_id",
             &[&box_id],
         )
         .await?;
