@@ -41,6 +41,24 @@ pub fn http() -> reqwest::blocking::Client {
     reqwest::blocking::Client::new()
 }
 
+/// The directory holding the previous release's `tastesync-edge` and `tastesync-cloud`
+/// (protocol 1, before box identity), built once from this repository's history by
+/// `scripts/install-previous.sh` (which `scripts/test.sh` runs and names in
+/// `TASTESYNC_PREVIOUS_BIN`).
+pub fn previous_release() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TASTESYNC_PREVIOUS_BIN") {
+        return dir.into();
+    }
+    let output = Command::new("bash")
+        .arg(workspace().join("scripts/install-previous.sh"))
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run scripts/install-previous.sh");
+    assert!(output.status.success(), "scripts/install-previous.sh failed");
+    let dir = String::from_utf8_lossy(&output.stdout);
+    PathBuf::from(dir.lines().last().expect("the binaries' directory").trim())
+}
+
 /// Runs a binary to completion.
 pub fn run(name: &str, args: &[&str]) -> Output {
     Command::new(bin(name))
@@ -58,16 +76,32 @@ pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// A shop's files in a temporary directory: its database, config and CSVs.
+/// A shop's files in a temporary directory: its database, config and CSVs, and the
+/// `tastesync-edge` binary its box runs (this workspace's, or a previous release's).
 pub struct Shop {
     pub dir: tempfile::TempDir,
+    pub edge: PathBuf,
 }
 
 impl Shop {
     pub fn new() -> Shop {
         Shop {
             dir: tempfile::tempdir().expect("temp dir"),
+            edge: bin("tastesync-edge"),
         }
+    }
+
+    /// A shop whose box runs the previous release (see [`previous_release`]).
+    pub fn on_previous_release() -> Shop {
+        Shop {
+            edge: previous_release().join("tastesync-edge"),
+            ..Shop::new()
+        }
+    }
+
+    /// Upgrades the box to this workspace's binary, keeping its files.
+    pub fn upgrade(&mut self) {
+        self.edge = bin("tastesync-edge");
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -88,7 +122,11 @@ impl Shop {
 
     /// Runs `tastesync-edge` with `args`, asserting success.
     pub fn edge_ok(&self, args: &[&str]) -> String {
-        let output = run("tastesync-edge", args);
+        let output = Command::new(&self.edge)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("spawn");
         assert!(
             output.status.success(),
             "tastesync-edge {args:?} failed: {}",
@@ -207,7 +245,7 @@ impl Shop {
             ),
         );
         KillOnDrop(
-            std::process::Command::new(bin("tastesync-edge"))
+            std::process::Command::new(&self.edge)
                 .args(["run", "--config", config.to_str().unwrap()])
                 .stderr(std::process::Stdio::null())
                 .spawn()
@@ -266,7 +304,7 @@ impl Shop {
             ),
         );
         let edge = KillOnDrop(
-            std::process::Command::new(bin("tastesync-edge"))
+            std::process::Command::new(&self.edge)
                 .args(["run", "--config", config.to_str().unwrap()])
                 .stderr(std::process::Stdio::null())
                 .spawn()

@@ -1,0 +1,156 @@
+//! Upgrades, against the previous release's real binaries (built from this repository's
+//! history by `scripts/install-previous.sh`): a box store and a PostgreSQL made by it migrate
+//! in place and go on syncing, nothing sent twice or lost; and a box still running it
+//! (protocol 1) keeps syncing with the new cloud-sync beside a new box of the same shop.
+
+use std::process::Command;
+
+use tastesync_e2e::cloud::{CloudSync, Database, Hq, Mosquitto, eventually};
+use tastesync_e2e::*;
+
+/// The previous release's `tastesync-cloud serve` (its configuration had no sections).
+fn previous_cloud(shop: &Shop, database: &Database, broker: &Mosquitto) -> KillOnDrop {
+    let config = shop.write(
+        "previous-cloud.toml",
+        &format!(
+            "database_url = {:?}\nbroker = {:?}\nclient_id = \"cloud-previous\"\n",
+            database.url(),
+            broker.address()
+        ),
+    );
+    let cloud = KillOnDrop(
+        Command::new(previous_release().join("tastesync-cloud"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "warn")
+            .spawn()
+            .unwrap(),
+    );
+    assert!(eventually(20, || database
+        .query("SELECT to_regclass('public.events') IS NOT NULL")
+        == ["t"]));
+    cloud
+}
+
+/// The previous release's HQ tool enrolls a customer.
+fn previous_enroll(shop: &Shop, database: &Database, customer_ref: &str, shop_id: &str) {
+    let config = shop.write("previous-hq.toml", &format!("database_url = {:?}\n", database.url()));
+    let output = Command::new(previous_release().join("tastesync-cloud"))
+        .args(["customers", "--config", config.to_str().unwrap(), "enroll"])
+        .args(["--ref", customer_ref, "--name", "Regular", "--shop", shop_id])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+fn has_customer(shop: &Shop, customer_ref: &str) -> bool {
+    shop.edge_ok(&["customers", "list", "--db", &shop.db()])
+        .lines()
+        .any(|line| line.starts_with(&format!("{customer_ref}\t")))
+}
+
+#[test]
+fn a_box_and_a_database_of_the_previous_release_migrate_in_place_and_go_on_syncing() {
+    let mut shop = Shop::on_previous_release();
+    let broker = Mosquitto::start("allow_anonymous true");
+    let database = Database::create();
+    let uplink = format!("broker = {:?}", broker.address());
+
+    // The previous release, as in the field: it syncs, HQ enrolls a customer, and then the
+    // box records more while the connection is down.
+    let previous = previous_cloud(&shop, &database, &broker);
+    let synced = as_rows(&shop.record_offline("seoul-1", 5));
+    let daemon = shop.run_online("seoul-1", &uplink);
+    previous_enroll(&shop, &database, "H1", "seoul-1");
+    assert!(eventually(20, || shop.outbox_is_empty() && has_customer(&shop, "H1")));
+    drop(daemon);
+    let waiting = as_rows(&shop.record_offline("seoul-1", 5));
+    assert_eq!(
+        waiting.first().map(|r| r.split('|').next().unwrap()),
+        Some("11"),
+        "the backlog continues the box's numbering"
+    );
+    drop(previous);
+
+    // Both sides upgraded in place.
+    let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-upgraded");
+    shop.upgrade();
+    let daemon = shop.run_online("seoul-1", &uplink);
+    assert!(
+        eventually(20, || shop.outbox_is_empty()),
+        "the upgraded box sends the backlog its old store kept"
+    );
+    let hq = Hq::new(&shop, &database);
+    hq.ok(&["enroll", "--ref", "H2", "--name", "New", "--shop", "seoul-1"]);
+    assert!(
+        eventually(20, || has_customer(&shop, "H2") && has_customer(&shop, "H1")),
+        "HQ's changes go on reaching it"
+    );
+    drop(daemon);
+
+    let every: Vec<String> = synced.iter().chain(&waiting).cloned().collect();
+    assert_eq!(every.len(), 20);
+    assert_eq!(
+        database.stored("seoul-1"),
+        every,
+        "every event once, in one numbering"
+    );
+    let identity = shop.identity();
+    assert_eq!(
+        database.query(
+            "SELECT count(*), bool_and(stream_id = tastesync_legacy_stream('seoul-1')), max(box_id) FROM streams"
+        ),
+        [format!("1|t|{}", identity["box_id"].as_str().unwrap())],
+        "the upgraded box continued its shop's legacy stream"
+    );
+    assert_eq!(
+        database.query("SELECT tastesync_legacy_stream('seoul-1')::text"),
+        [identity["stream_id"].as_str().unwrap()]
+    );
+    assert_eq!(database.query("SELECT count(*) FROM stream_gaps"), ["0"]);
+    assert_eq!(database.query("SELECT count(*) FROM dead_letters"), ["0"]);
+}
+
+#[test]
+fn a_box_on_the_previous_release_keeps_syncing_with_the_new_cloud_beside_a_new_box() {
+    let broker = Mosquitto::start("allow_anonymous true");
+    let database = Database::create();
+    let (old_box, new_box) = (Shop::on_previous_release(), Shop::new());
+    let _cloud = CloudSync::start(&new_box, &database, &broker, "cloud-mixed");
+    let from_old = as_rows(&old_box.record_offline("busan-2", 8));
+    let from_new = as_rows(&new_box.record_offline("busan-2", 6));
+    let uplink = format!("broker = {:?}", broker.address());
+    let a = old_box.run_online("busan-2", &uplink);
+    let b = new_box.run_online("busan-2", &uplink);
+    Hq::new(&new_box, &database).ok(&["enroll", "--ref", "V1", "--name", "Vip", "--shop", "busan-2"]);
+    let done = eventually(30, || {
+        old_box.outbox_is_empty()
+            && new_box.outbox_is_empty()
+            && has_customer(&old_box, "V1")
+            && has_customer(&new_box, "V1")
+    });
+    let listed = Hq::new(&new_box, &database).shops(&["list", "--shop", "busan-2"]);
+    drop((a, b));
+    assert!(done, "both boxes drained and both got HQ's customer");
+
+    // The cloud told them apart: the old box's events in the shop's legacy stream, the new
+    // box's in its own.
+    assert_eq!(
+        database.query(
+            "SELECT seq, event_id, kind FROM events WHERE stream_id = tastesync_legacy_stream('busan-2') ORDER BY seq"
+        ),
+        from_old
+    );
+    let new_stream = new_box.identity()["stream_id"].as_str().unwrap().to_string();
+    assert_eq!(database.stored_stream(&new_stream), from_new);
+    assert_eq!(
+        database.query("SELECT protocol, box_id IS NULL FROM streams ORDER BY protocol"),
+        ["1|t", "2|f"]
+    );
+    let boxes = listed[0]["boxes"].as_array().unwrap();
+    assert_eq!(boxes.len(), 2, "{listed:?}");
+    assert_eq!(boxes[0]["protocol"], 1);
+    assert_eq!(boxes[0]["online"], true, "the old box's status is understood");
+    assert_eq!(boxes[1]["protocol"], 2);
+    assert_eq!(boxes[1]["online"], true);
+    assert_eq!(database.query("SELECT count(*) FROM dead_letters"), ["0"]);
+}
