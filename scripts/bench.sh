@@ -3,7 +3,8 @@
 # frames), EID table rebuild, the daemon's memory with 100,000 customers, alert latency to
 # 50 tablets under background traffic, memory per connected tablet, the outbox drain
 # through Mosquitto and cloud-sync into PostgreSQL (DRAIN_EVENTS sets the backlog, default
-# 100,000), and one cloud-sync under 1,000 simulated shops (ingest_load).
+# 100,000), one cloud-sync under 1,000 simulated shops (ingest_load), HQ enrollment to
+# identification (enroll_latency), and claiming a blank box (claim_latency).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -21,3 +22,4 @@ cargo bench -p tastesync-e2e --bench drain
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo bench -p tastesync-e2e --bench ingest_load
 cargo bench -p tastesync-e2e --bench enroll_latency
+cargo bench -p tastesync-e2e --bench claim_latency

@@ -1,16 +1,67 @@
 #!/usr/bin/env bash
-# Runs the cloud side locally against this machine's PostgreSQL (127.0.0.1:5432, database
-# `tastesync`, created if missing) and Mosquitto (127.0.0.1:1883). Point the box at it with
-#   cargo run --release --bin tastesync-edge -- demo --broker 127.0.0.1:1883
-# and enroll customers for it with `tastesync-cloud customers enroll ... --shop demo-shop`.
+# Runs the cloud side on this machine, as production runs it:
+#   - this machine's PostgreSQL (127.0.0.1:5432), database `tastesync`, created if missing;
+#   - a Mosquitto of its own on 127.0.0.1:1884 with the dynamic-security plugin: each box
+#     claimed through the API gets its own broker user, confined to its own topics;
+#   - `tastesync-cloud serve`, with its API (claims) on http://127.0.0.1:8443.
+# Its state (the broker's users and retained messages, cloud-sync's config with the broker
+# administrator's password) lives in ~/.cache/tastesync/cloud-dev (TASTESYNC_CLOUD_DIR).
+# Idempotent: run it again and it reuses all of that. Then, in another terminal:
+#   cloud="--config $HOME/.cache/tastesync/cloud-dev/cloud.toml"
+#   cargo run --release --bin tastesync-cloud -- shops $cloud add demo-shop
+#   cargo run --release --bin tastesync-cloud -- shops $cloud claim-code demo-shop
+#   cargo run --release --bin tastesync-edge -- demo --cloud http://127.0.0.1:8443 --claim CODE
 set -euo pipefail
 cd "$(dirname "$0")/.."
+state="${TASTESYNC_CLOUD_DIR:-$HOME/.cache/tastesync/cloud-dev}"
+port="${TASTESYNC_CLOUD_BROKER_PORT:-1884}"
+mkdir -p "$state"
+chmod 700 "$state"
+
 if ! psql -h 127.0.0.1 -U postgres -AtXc "SELECT 1 FROM pg_database WHERE datname = 'tastesync'" | grep -q 1; then
     psql -h 127.0.0.1 -U postgres -Xc "CREATE DATABASE tastesync"
 fi
-config="$(mktemp)"
-cat > "$config" <<TOML
+
+# The broker's administrator (cloud-sync's own user), made once.
+if [ ! -s "$state/admin-password" ]; then
+    (umask 077; head -c 24 /dev/urandom | base64 | tr -d '/+=' > "$state/admin-password")
+fi
+password="$(cat "$state/admin-password")"
+if [ ! -f "$state/dynamic-security.json" ]; then
+    mosquitto_ctrl dynsec init "$state/dynamic-security.json" cloud "$password" >/dev/null
+fi
+plugin="$(ls /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so 2>/dev/null | head -n 1)"
+if [ -z "$plugin" ]; then
+    echo "cloud.sh: Mosquitto's dynamic-security plugin is missing (Debian package mosquitto)" >&2
+    exit 1
+fi
+{
+    echo "listener $port 127.0.0.1"
+    echo "persistence true"
+    echo "persistence_location $state/"
+    echo "log_dest file $state/mosquitto.log"
+    echo "plugin $plugin"
+    echo "plugin_opt_config_file $state/dynamic-security.json"
+    # Started as root, Mosquitto would switch to its own user, which cannot read $state.
+    if [ "$(id -u)" = 0 ]; then echo "user root"; fi
+} > "$state/mosquitto.conf"
+if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    mosquitto -d -c "$state/mosquitto.conf"
+    for _ in $(seq 50); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+        sleep 0.1
+    done
+fi
+
+(umask 077; cat > "$state/cloud.toml" <<TOML
 database_url = "host=127.0.0.1 user=postgres dbname=tastesync"
-broker = "127.0.0.1:1883"
+broker = "127.0.0.1:$port"
+username = "cloud"
+password = "$password"
+
+[http]
+listen = "127.0.0.1:8443"
 TOML
-exec cargo run --release --bin tastesync-cloud -- serve --config "$config"
+)
+echo "cloud.sh: broker 127.0.0.1:$port (dynamic security), API http://127.0.0.1:8443, config $state/cloud.toml" >&2
+exec cargo run --release --bin tastesync-cloud -- serve --config "$state/cloud.toml"

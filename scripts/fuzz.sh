@@ -20,4 +20,7 @@ RUSTC_BOOTSTRAP=1 cargo fuzz run decode fuzz/corpus/decode -- -max_total_time="$
 printf '%s' '{"v":1,"shop_id":"s1","events":[{"seq":1,"event_id":"e1","type":"customer_arrived","at_ms":1,"body":{"zone":"counter"}}]}' > fuzz/corpus/messages/events
 printf '%s' '{"v":1,"shop_id":"s1","from_version":0,"to_version":2,"changes":[{"version":1,"customer_ref":"C1","customer":{"display_name":"Minji","tag_ids":["ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:2"],"eid":{"exponent":10,"keys":[{"epoch":27000,"temporary_key":"00112233445566778899aabbccddeeff"}]}}},{"version":2,"customer_ref":"C2","customer":null}]}' > fuzz/corpus/messages/changes
 printf '%s' '{"v":1,"from_version":3}' > fuzz/corpus/messages/resync
+printf '%s' '{"v":2,"shop_id":"s1","box_id":"box-1","stream_id":"0190e6b2-0000-7000-8000-000000000001","low_water":4,"events":[{"seq":5,"event_id":"e5","type":"order_recorded","at_ms":1,"body":{"items":["tea"]}}]}' > fuzz/corpus/messages/events-v2
+printf '%s' '{"v":2,"stream_id":"0190e6b2-0000-7000-8000-000000000001","up_to_seq":4,"stream_conflict_at":5}' > fuzz/corpus/messages/ack
+printf '%s' '{"v":2,"online":true,"software":"0.1.0"}' > fuzz/corpus/messages/status
 RUSTC_BOOTSTRAP=1 cargo fuzz run messages fuzz/corpus/messages -- -max_total_time="$seconds"

@@ -2,7 +2,8 @@
 # The whole test suite. Installs what the tests need (idempotently) and runs every test of
 # the workspace: unit and property tests, and the end-to-end tests in tests/ (the real
 # binaries, the real BLE stack against a mocked BlueZ on a private D-Bus, the POS pages in
-# headless Chromium).
+# headless Chromium, Mosquitto with dynamic security, the previous release's binaries for
+# the upgrade tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,8 +13,11 @@ fi
 TASTESYNC_BLE_PYTHON="$(bash scripts/install-ble-mock.sh | tail -n 1)"
 bash scripts/install-browser.sh
 TASTESYNC_SCHEMATHESIS="$(bash scripts/install-schemathesis.sh | tail -n 1)"
+# The previous release's binaries, for the upgrade and mixed-fleet tests (built once).
+TASTESYNC_PREVIOUS_BIN="$(bash scripts/install-previous.sh | tail -n 1)"
 export TASTESYNC_SCHEMATHESIS
 export TASTESYNC_BLE_PYTHON
+export TASTESYNC_PREVIOUS_BIN
 
 # The end-to-end tests run the binaries, so build them first.
 cargo build --workspace --bins

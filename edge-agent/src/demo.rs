@@ -112,8 +112,14 @@ pub struct DemoOptions {
     pub seed: u64,
     /// Where the POS page is served.
     pub listen: String,
-    /// An MQTT broker (`host:port`) to sync with, e.g. the one `scripts/cloud.sh` uses.
+    /// An MQTT broker (`host:port`) to sync with, as a box set up by hand (shop `demo-shop`).
     pub broker: Option<String>,
+    /// The cloud's provisioning API (e.g. `http://127.0.0.1:8443` with `scripts/cloud.sh`
+    /// running): the demo box starts blank, to be claimed on its owner page or with `claim`.
+    pub cloud: Option<String>,
+    /// A claim code from HQ (`tastesync-cloud shops claim-code`): the box claims itself with it
+    /// at start (needs `cloud`).
+    pub claim: Option<String>,
 }
 
 /// Runs the demo until Ctrl-C or the optional duration.
@@ -136,9 +142,26 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     store.add_device("Demo tablet", &crate::pos::auth::hash(&tablet_token), start)?;
     drop(store);
 
+    if options.broker.is_some() && options.cloud.is_some() {
+        anyhow::bail!(
+            "give --broker (a box set up by hand) or --cloud (a box claimed through the cloud), not both"
+        );
+    }
+    if options.claim.is_some() && options.cloud.is_none() {
+        anyhow::bail!("--claim needs --cloud, the provisioning API's address");
+    }
     let config = Config {
-        shop_id: "demo-shop".into(),
+        // Claimed through the cloud, the box has no shop of its own until then.
+        shop_id: if options.cloud.is_some() {
+            String::new()
+        } else {
+            "demo-shop".into()
+        },
         database: database.clone(),
+        cloud: crate::config::CloudConfig {
+            url: options.cloud.clone().unwrap_or_default(),
+            ca_file: None,
+        },
         presence: PresenceConfig {
             absence_ms: 10_000, // a short demo; a real shop uses about a minute
             ..PresenceConfig::default()
@@ -192,6 +215,10 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     );
     println!("Database: {}. Press Ctrl-C to stop.\n", database.display());
 
+    if let Some(code) = &options.claim {
+        claim_afresh(&config, code).await?;
+    }
+
     let (stop_tx, stop_rx) = watch::channel(false);
     spawn_stopper(stop_tx, options.duration);
     let (listening_tx, listening_rx) = tokio::sync::oneshot::channel();
@@ -214,6 +241,22 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     println!(
         "\n{} advertisements heard, {} beacons, {} from enrolled customers, {} malformed.",
         stats.advertisements, stats.beacons, stats.recognised, stats.malformed
+    );
+    Ok(())
+}
+
+/// Claims the demo box with `code`. Its store is new at every start, so any earlier claim is
+/// forgotten first (the box id stays).
+async fn claim_afresh(config: &Config, code: &str) -> anyhow::Result<()> {
+    let identity = crate::identity::IdentityFile::open(&config.identity_path())?;
+    let mut blank = identity.get();
+    blank.claim = None;
+    blank.revoked_at_ms = None;
+    identity.save(blank)?;
+    let claim = crate::provisioning::claim(config, &identity, code).await?;
+    println!(
+        "Claimed for shop {}: the box connects to the cloud with its own credentials.",
+        claim.shop_id
     );
     Ok(())
 }

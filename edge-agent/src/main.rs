@@ -81,10 +81,17 @@ enum Command {
         /// Where to serve the POS and owner pages.
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: String,
-        /// Sync with the cloud through this MQTT broker (host:port), e.g. 127.0.0.1:1883 with
-        /// `scripts/cloud.sh` running.
+        /// Sync with the cloud through this MQTT broker (host:port), as a box set up by hand
+        /// for shop demo-shop.
         #[arg(long)]
         broker: Option<String>,
+        /// The cloud's provisioning API, e.g. http://127.0.0.1:8443 with `scripts/cloud.sh`
+        /// running: the box starts blank, to be claimed on its owner page or with --claim.
+        #[arg(long)]
+        cloud: Option<String>,
+        /// Claim the box with this code from HQ at start (`tastesync-cloud shops claim-code`).
+        #[arg(long, requires = "cloud")]
+        claim: Option<String>,
     },
     /// Look for TasteSync boxes on the LAN (mDNS) and print their POS addresses.
     Discover {
@@ -257,6 +264,8 @@ fn execute(command: Command) -> anyhow::Result<()> {
             seed,
             listen,
             broker,
+            cloud,
+            claim,
         } => runtime()?.block_on(demo::run(DemoOptions {
             database: db,
             duration: duration.map(Duration::from_secs),
@@ -264,6 +273,8 @@ fn execute(command: Command) -> anyhow::Result<()> {
             seed,
             listen,
             broker,
+            cloud,
+            claim,
         }))?,
         Command::Discover { seconds, interface } => {
             let found = pos::discovery::discover(&interface, Duration::from_secs(seconds))?;

@@ -632,3 +632,87 @@ fn rand_jitter(max_ms: u64) -> u64 {
         .unwrap_or(0);
     nanos % max_ms.max(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ack(stream_id: &str, up_to_seq: i64, conflict_at: Option<i64>) -> Ack {
+        Ack {
+            v: wire::VERSION,
+            stream_id: Some(stream_id.into()),
+            up_to_seq,
+            stream_conflict_at: conflict_at,
+        }
+    }
+
+    #[tokio::test]
+    async fn acks_count_only_for_this_stream_and_for_what_was_sent() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = Store::open(&dir.path().join("edge.db")).unwrap();
+        for at in 1..=10 {
+            store.record_health(at, &serde_json::json!({})).unwrap();
+        }
+        let id = store.stream_id("s1").unwrap();
+        let store = Arc::new(Mutex::new(store));
+        let pending = || store.lock().unwrap().outbox_pending().unwrap();
+        let mut stream = StreamProgress {
+            id: id.clone(),
+            acked: 0,
+            sent: 6,
+            highest_sent: 6,
+        };
+
+        let foreign = ack("0190e6b2-0000-7000-8000-000000000009", 6, None);
+        assert!(!accept_ack(&store, &mut stream, &foreign).await.unwrap());
+        assert_eq!(pending(), 10, "another stream's ack deletes nothing");
+        assert!(
+            !accept_ack(&store, &mut stream, &ack(&id, 9, None))
+                .await
+                .unwrap()
+        );
+        assert_eq!(pending(), 10, "nor one beyond what was sent");
+        let legacy = Ack {
+            stream_id: None,
+            ..ack(&id, 6, None)
+        };
+        assert!(!accept_ack(&store, &mut stream, &legacy).await.unwrap());
+        assert_eq!(pending(), 10, "nor a protocol-1 ack naming no stream");
+
+        assert!(
+            accept_ack(&store, &mut stream, &ack(&id, 4, None))
+                .await
+                .unwrap()
+        );
+        assert_eq!((pending(), stream.acked), (6, 4));
+
+        // The cloud holds other events from seq 7: the rest becomes a new stream from 1.
+        assert!(
+            accept_ack(&store, &mut stream, &ack(&id, 6, Some(7)))
+                .await
+                .unwrap()
+        );
+        assert_ne!(stream.id, id);
+        assert_eq!((stream.acked, stream.sent, stream.highest_sent), (0, 0, 0));
+        let seqs: Vec<i64> = store
+            .lock()
+            .unwrap()
+            .outbox(0, 100)
+            .unwrap()
+            .iter()
+            .map(|row| row.seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4], "renumbered from 1, in order");
+        assert_eq!(store.lock().unwrap().outbox_first_seq().unwrap(), 1);
+        store
+            .lock()
+            .unwrap()
+            .record_health(11, &serde_json::json!({}))
+            .unwrap();
+        assert_eq!(
+            store.lock().unwrap().outbox(4, 10).unwrap()[0].seq,
+            5,
+            "new events continue the new numbering"
+        );
+    }
+}

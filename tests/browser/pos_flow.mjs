@@ -66,6 +66,8 @@ try {
   const owner = await context.newPage();
   await owner.goto(`${base}/owner`);
   await owner.waitForSelector("#login:not([hidden])");
+  // This box belongs to no shop yet: the owner is told to claim it.
+  await owner.waitForSelector("#login-unclaimed:not([hidden])");
   await owner.fill("#pin", "246810");
   await owner.click("#login-button");
   await owner.waitForSelector("#dashboard:not([hidden])");
@@ -75,6 +77,18 @@ try {
   const devices = await owner.locator("#devices").innerText();
   if (!devices.includes("Browser tablet")) await fail(`owner page lacks the tablet: ${devices}`);
   await owner.screenshot({ path: `${shots}/owner.png`, fullPage: true });
+
+  // "Claim this box", with its id (in the language the tablet chose: Korean); this test box
+  // knows no cloud, and says so.
+  const claim = owner.locator("#claim");
+  await claim.waitFor({ state: "visible" });
+  if (!(await claim.innerText()).includes("이 장치 등록하기")) await fail("no claim card");
+  const boxCard = await owner.locator("#box").innerText();
+  if (!boxCard.includes("tsb-") || !boxCard.includes("등록 안 됨")) await fail(`box card: ${boxCard}`);
+  await owner.fill("#claim-code", "7KQM-X3PA-9RTD");
+  await owner.click("#claim-button");
+  await owner.locator("#claim-error", { hasText: "no cloud address is configured" }).waitFor({ timeout: 5000 });
+  await owner.screenshot({ path: `${shots}/owner-claim.png`, fullPage: true });
   console.log("DONE");
 } catch (e) {
   await fail(String(e && e.stack || e));

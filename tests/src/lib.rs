@@ -6,6 +6,7 @@ pub mod ble;
 pub mod cloud;
 pub mod pos;
 pub mod postgres;
+pub mod provisioning;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -54,9 +55,26 @@ pub fn previous_release() -> PathBuf {
         .stderr(std::process::Stdio::inherit())
         .output()
         .expect("run scripts/install-previous.sh");
-    assert!(output.status.success(), "scripts/install-previous.sh failed");
+    assert!(
+        output.status.success(),
+        "scripts/install-previous.sh failed"
+    );
     let dir = String::from_utf8_lossy(&output.stdout);
     PathBuf::from(dir.lines().last().expect("the binaries' directory").trim())
+}
+
+/// schemathesis (PyPI), installed by `scripts/install-schemathesis.sh` (which
+/// `scripts/test.sh` runs and names in `TASTESYNC_SCHEMATHESIS`).
+pub fn schemathesis() -> String {
+    if let Ok(path) = std::env::var("TASTESYNC_SCHEMATHESIS") {
+        return path;
+    }
+    let output = Command::new("bash")
+        .arg(workspace().join("scripts/install-schemathesis.sh"))
+        .output()
+        .expect("run install-schemathesis.sh");
+    assert!(output.status.success(), "{}", stderr(&output));
+    stdout(&output).lines().last().expect("path").to_string()
 }
 
 /// Runs a binary to completion.

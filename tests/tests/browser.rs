@@ -67,6 +67,7 @@ fn staff_see_an_arrival_within_a_second_and_handle_it_and_the_owner_sees_satisfa
         "pos-handled.png",
         "pos-korean.png",
         "owner.png",
+        "owner-claim.png",
     ] {
         assert!(shots.join(shot).exists(), "{shot}");
     }

@@ -7,208 +7,11 @@
 use std::process::Command;
 use std::time::Duration;
 
-use tastesync_e2e::ble::Daemon;
-use tastesync_e2e::cloud::{
-    CloudSync, Database, Hq, Mosquitto, eventually, free_port, make_certificates,
-};
+use tastesync_e2e::cloud::eventually;
+use tastesync_e2e::provisioning::{ADMIN, BlankBox, Cloud};
 use tastesync_e2e::*;
 
-const ADMIN: (&str, &str) = ("cloud", "cloud-admin-secret");
 const TAG: &str = "ibeacon:f7826da6-4fa2-4e98-8024-bc5b71e0893e:1:7";
-const UUID: &str = "f7826da64fa24e988024bc5b71e0893e";
-
-/// The cloud side with provisioning: a broker with dynamic security, PostgreSQL, and
-/// cloud-sync serving its API over HTTPS with a test CA.
-struct Cloud {
-    certs: tempfile::TempDir,
-    broker: Mosquitto,
-    database: Database,
-    cloud: CloudSync,
-    api: String,
-    _files: Shop,
-}
-
-impl Cloud {
-    fn start() -> Cloud {
-        let files = Shop::new();
-        let certs = tempfile::tempdir().unwrap();
-        make_certificates(certs.path(), &[]);
-        let broker = Mosquitto::with_dynsec(ADMIN);
-        let database = Database::create();
-        let port = free_port();
-        let sections = format!(
-            "[http]\nlisten = \"127.0.0.1:{port}\"\ntls_cert_file = {:?}\ntls_key_file = {:?}\n",
-            certs.path().join("server.crt").display().to_string(),
-            certs.path().join("server.key").display().to_string(),
-        );
-        let cloud = CloudSync::start_configured(
-            &files,
-            &database,
-            &broker,
-            "cloud-claims",
-            ADMIN,
-            "",
-            &sections,
-        );
-        let cloud = Cloud {
-            certs,
-            broker,
-            database,
-            cloud,
-            api: format!("https://127.0.0.1:{port}"),
-            _files: files,
-        };
-        assert!(
-            eventually(20, || cloud
-                .https()
-                .get(cloud.url("/api/v1/health"))
-                .send()
-                .is_ok()),
-            "the API answers over HTTPS"
-        );
-        cloud
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.api)
-    }
-
-    fn ca(&self) -> String {
-        self.certs.path().join("ca.crt").display().to_string()
-    }
-
-    /// An HTTPS client trusting the test CA.
-    fn https(&self) -> reqwest::blocking::Client {
-        let _ = http(); // installs the crypto provider
-        let ca = std::fs::read(self.ca()).unwrap();
-        reqwest::blocking::Client::builder()
-            .add_root_certificate(reqwest::Certificate::from_pem(&ca).unwrap())
-            .build()
-            .unwrap()
-    }
-
-    fn hq(&self) -> Hq {
-        Hq::of(&self.cloud)
-    }
-
-    fn claim_code(&self, shop_id: &str) -> String {
-        self.hq().shops(&["claim-code", shop_id])[0]["claim_code"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-}
-
-/// A blank box: no shop, the cloud's address and CA, its POS on a free port, and a scanner
-/// fed through a pipe (`air`) so the test decides who walks in.
-struct BlankBox {
-    shop: Shop,
-    config: std::path::PathBuf,
-    daemon: Option<Daemon>,
-    air: Option<std::fs::File>,
-    pos: String,
-}
-
-impl BlankBox {
-    fn new(cloud: &Cloud) -> BlankBox {
-        let shop = Shop::new();
-        let air = shop.path("air.fifo");
-        assert!(Command::new("mkfifo").arg(&air).status().unwrap().success());
-        let config = shop.write(
-            "edge.toml",
-            &format!(
-                "database = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 0\nzone = \"counter\"\n\
-                 [pos]\nlisten = \"127.0.0.1:0\"\nannounce = false\n[cloud]\nurl = {:?}\nca_file = {:?}\n",
-                shop.db(),
-                air.display().to_string(),
-                cloud.api,
-                cloud.ca(),
-            ),
-        );
-        BlankBox {
-            shop,
-            config,
-            daemon: None,
-            air: None,
-            pos: String::new(),
-        }
-    }
-
-    /// Starts the daemon; returns once its POS answers.
-    fn run(mut self) -> BlankBox {
-        let daemon = Daemon::start(&self.config, "unix:path=/nonexistent");
-        let air = std::fs::OpenOptions::new()
-            .write(true)
-            .open(self.shop.path("air.fifo"))
-            .unwrap();
-        let log = daemon.wait_for_log("POS listening on ");
-        self.pos = log
-            .last()
-            .and_then(|l| l.split("POS listening on ").nth(1))
-            .unwrap()
-            .trim()
-            .to_string();
-        self.daemon = Some(daemon);
-        self.air = Some(air);
-        self
-    }
-
-    /// `tastesync-edge claim CODE`.
-    fn claim(&self, code: &str) -> std::process::Output {
-        run(
-            "tastesync-edge",
-            &["claim", code, "--config", self.config.to_str().unwrap()],
-        )
-    }
-
-    fn box_id(&self) -> String {
-        self.shop.identity()["box_id"].as_str().unwrap().to_string()
-    }
-
-    fn standing(&self) -> String {
-        self.shop.identity()["standing"]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    /// The broker username and password the cloud gave the box.
-    fn credentials(&self) -> (String, String) {
-        let text = std::fs::read_to_string(self.shop.path("box-identity.json")).unwrap();
-        let identity: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let claim = &identity["claim"];
-        (
-            claim["username"].as_str().unwrap().to_string(),
-            claim["password"].as_str().unwrap().to_string(),
-        )
-    }
-
-    /// The customer with tag minor 7 stands at the counter for a moment.
-    fn regular_walks_in(&mut self) {
-        use std::io::Write;
-        let air = self.air.as_mut().unwrap();
-        let now = now_ms();
-        for i in 0..3u64 {
-            let data = ibeacon(UUID, 1, 7);
-            writeln!(
-                air,
-                r#"{{"t_ms":{},"address":"c0:00:00:00:00:07","rssi":-55,"data":"{data}"}}"#,
-                now + i * 300
-            )
-            .unwrap();
-        }
-        air.flush().unwrap();
-    }
-
-    fn owner_status(&self) -> serde_json::Value {
-        http()
-            .get(format!("{}/api/owner/status", self.pos))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    }
-}
 
 fn failed(output: &std::process::Output) -> (i32, String) {
     (output.status.code().unwrap_or(-1), stderr(output))
@@ -502,4 +305,36 @@ fn bad_claim_codes_are_explained_change_nothing_and_guessing_is_rate_limited() {
         let error: serde_json::Value = answer.json().unwrap();
         assert!(error["error"].is_string());
     }
+}
+
+#[test]
+fn the_provisioning_api_matches_its_openapi_document_under_generated_requests() {
+    let cloud = Cloud::start();
+    cloud.hq().shops(&["add", "seoul-1"]);
+    let output = Command::new(schemathesis())
+        .args([
+            "run",
+            &cloud.url("/api/v1/openapi.json"),
+            "--tls-verify",
+            &cloud.ca(),
+            "--checks",
+            "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+            "--max-examples",
+            "40",
+            "--seed",
+            "1",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run schemathesis");
+    let report = stdout(&output);
+    assert!(output.status.success(), "{report}\n{}", stderr(&output));
+    let cases = report
+        .lines()
+        .find(|l| l.contains(" generated, "))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        cases.contains(" passed") && !cases.contains("fail"),
+        "{cases}"
+    );
 }

@@ -5,19 +5,7 @@
 use std::process::Command;
 
 use tastesync_e2e::pos::PosBox;
-use tastesync_e2e::{stderr, stdout, workspace};
-
-fn schemathesis() -> String {
-    if let Ok(path) = std::env::var("TASTESYNC_SCHEMATHESIS") {
-        return path;
-    }
-    let output = Command::new("bash")
-        .arg(workspace().join("scripts/install-schemathesis.sh"))
-        .output()
-        .expect("run install-schemathesis.sh");
-    assert!(output.status.success(), "{}", stderr(&output));
-    stdout(&output).lines().last().expect("path").to_string()
-}
+use tastesync_e2e::{schemathesis, stderr, stdout};
 
 #[test]
 fn the_api_matches_its_openapi_document_under_generated_requests() {

@@ -33,10 +33,20 @@ fn previous_cloud(shop: &Shop, database: &Database, broker: &Mosquitto) -> KillO
 
 /// The previous release's HQ tool enrolls a customer.
 fn previous_enroll(shop: &Shop, database: &Database, customer_ref: &str, shop_id: &str) {
-    let config = shop.write("previous-hq.toml", &format!("database_url = {:?}\n", database.url()));
+    let config = shop.write(
+        "previous-hq.toml",
+        &format!("database_url = {:?}\n", database.url()),
+    );
     let output = Command::new(previous_release().join("tastesync-cloud"))
         .args(["customers", "--config", config.to_str().unwrap(), "enroll"])
-        .args(["--ref", customer_ref, "--name", "Regular", "--shop", shop_id])
+        .args([
+            "--ref",
+            customer_ref,
+            "--name",
+            "Regular",
+            "--shop",
+            shop_id,
+        ])
         .output()
         .unwrap();
     assert!(output.status.success(), "{}", stderr(&output));
@@ -80,9 +90,12 @@ fn a_box_and_a_database_of_the_previous_release_migrate_in_place_and_go_on_synci
         "the upgraded box sends the backlog its old store kept"
     );
     let hq = Hq::new(&shop, &database);
-    hq.ok(&["enroll", "--ref", "H2", "--name", "New", "--shop", "seoul-1"]);
+    hq.ok(&[
+        "enroll", "--ref", "H2", "--name", "New", "--shop", "seoul-1",
+    ]);
     assert!(
-        eventually(20, || has_customer(&shop, "H2") && has_customer(&shop, "H1")),
+        eventually(20, || has_customer(&shop, "H2")
+            && has_customer(&shop, "H1")),
         "HQ's changes go on reaching it"
     );
     drop(daemon);
@@ -121,7 +134,9 @@ fn a_box_on_the_previous_release_keeps_syncing_with_the_new_cloud_beside_a_new_b
     let uplink = format!("broker = {:?}", broker.address());
     let a = old_box.run_online("busan-2", &uplink);
     let b = new_box.run_online("busan-2", &uplink);
-    Hq::new(&new_box, &database).ok(&["enroll", "--ref", "V1", "--name", "Vip", "--shop", "busan-2"]);
+    Hq::new(&new_box, &database).ok(&[
+        "enroll", "--ref", "V1", "--name", "Vip", "--shop", "busan-2",
+    ]);
     let done = eventually(30, || {
         old_box.outbox_is_empty()
             && new_box.outbox_is_empty()
@@ -140,7 +155,10 @@ fn a_box_on_the_previous_release_keeps_syncing_with_the_new_cloud_beside_a_new_b
         ),
         from_old
     );
-    let new_stream = new_box.identity()["stream_id"].as_str().unwrap().to_string();
+    let new_stream = new_box.identity()["stream_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(database.stored_stream(&new_stream), from_new);
     assert_eq!(
         database.query("SELECT protocol, box_id IS NULL FROM streams ORDER BY protocol"),
@@ -149,7 +167,10 @@ fn a_box_on_the_previous_release_keeps_syncing_with_the_new_cloud_beside_a_new_b
     let boxes = listed[0]["boxes"].as_array().unwrap();
     assert_eq!(boxes.len(), 2, "{listed:?}");
     assert_eq!(boxes[0]["protocol"], 1);
-    assert_eq!(boxes[0]["online"], true, "the old box's status is understood");
+    assert_eq!(
+        boxes[0]["online"], true,
+        "the old box's status is understood"
+    );
     assert_eq!(boxes[1]["protocol"], 2);
     assert_eq!(boxes[1]["online"], true);
     assert_eq!(database.query("SELECT count(*) FROM dead_letters"), ["0"]);

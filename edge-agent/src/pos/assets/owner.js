@@ -71,7 +71,9 @@ function render() {
     [t("advertisements"), p.advertisements],
     [t("recognised"), p.recognised],
     [t("tablets"), overview.connected_tablets],
-    [t("cloud"), h.cloud_sync === "not configured" ? t("not_configured") : h.cloud_sync],
+    [t("cloud"), h.cloud_sync === "not configured" ? t("not_configured")
+      : ["setup", "revoked"].includes(overview.box.standing) ? t(`standing_${overview.box.standing}`)
+      : h.cloud_sync],
     [t("storage"), h.storage === "ok" ? t("ok") : h.storage],
   ];
   document.getElementById("health").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
