@@ -76,6 +76,10 @@ pub struct UplinkConfig {
     /// MQTT keep-alive: the broker publishes the offline last will about 1.5 times this
     /// long after the box goes silent.
     pub keep_alive_secs: u64,
+    /// Also ask for HQ's changes this often while connected (besides at every connection and
+    /// on a gap): a cloud database restored from a backup learns this way that the box is
+    /// ahead of it.
+    pub resync_secs: u64,
 }
 
 impl Default for UplinkConfig {
@@ -93,6 +97,7 @@ impl Default for UplinkConfig {
             window_batches: 8,
             ack_timeout_secs: 10,
             keep_alive_secs: 15,
+            resync_secs: 600,
         }
     }
 }
@@ -290,6 +295,7 @@ async fn run_once(
     let mut downlink = DownlinkProgress::default();
     let window = (uplink.batch_size * uplink.window_batches) as i64;
     let ack_timeout = Duration::from_secs(uplink.ack_timeout_secs);
+    let resync_every = Duration::from_secs(uplink.resync_secs.max(1));
 
     let (id, first) = on_store(&store, {
         let shop = link.shop_id.clone();
@@ -317,8 +323,7 @@ async fn run_once(
                     client.try_subscribe(&topics.ack, QoS::AtLeastOnce)?;
                     client.try_subscribe(&topics.changes, QoS::AtLeastOnce)?;
                     // Whatever changed while the box was away.
-                    request_resync(&client, &topics.resync, &store).await?;
-                    downlink.requested = Some(Instant::now());
+                    request_resync(&client, &topics.resync, &store, &mut downlink).await?;
                     client.try_publish(&topics.status, QoS::AtLeastOnce, true, status_payload(true))?;
                     stream.sent = stream.acked; // whatever was in flight may be lost: send it again
                     last_progress = Instant::now();
@@ -348,8 +353,7 @@ async fn run_once(
                             downlink.have = have;
                             if downlink.should_ask() {
                                 tracing::info!(have, next = to, "customer changes missing; asking for a resync");
-                                request_resync(&client, &topics.resync, &store).await?;
-                                downlink.requested = Some(Instant::now());
+                                request_resync(&client, &topics.resync, &store, &mut downlink).await?;
                             }
                         }
                     }
@@ -412,9 +416,10 @@ async fn run_once(
                 // the cloud no longer has (its database restored from a backup) must not
                 // make the box ask for ever; its next change or reconnection will tell.
                 if downlink.should_ask() {
-                    request_resync(&client, &topics.resync, &store).await?;
-                    downlink.requested = Some(Instant::now());
+                    request_resync(&client, &topics.resync, &store, &mut downlink).await?;
                     downlink.seen = downlink.have;
+                } else if downlink.asked.is_none_or(|at| at.elapsed() >= resync_every) {
+                    request_resync(&client, &topics.resync, &store, &mut downlink).await?;
                 }
                 if stream.sent > stream.acked && last_progress.elapsed() >= ack_timeout {
                     tracing::info!(from_seq = stream.acked + 1, "no acknowledgement in time; sending again");
@@ -586,12 +591,13 @@ fn configured_tls(uplink: &UplinkConfig) -> anyhow::Result<TlsConfiguration> {
 }
 
 /// Where the box stands with HQ's changes: the version it has, the highest it has seen
-/// announced, and when it last asked for a resync.
+/// announced, when it asked for a resync whose answer it awaits, and when it last asked.
 #[derive(Default)]
 struct DownlinkProgress {
     have: i64,
     seen: i64,
     requested: Option<Instant>,
+    asked: Option<Instant>,
 }
 
 impl DownlinkProgress {
@@ -609,7 +615,11 @@ async fn request_resync(
     client: &AsyncClient,
     topic: &str,
     store: &Arc<Mutex<Store>>,
+    downlink: &mut DownlinkProgress,
 ) -> anyhow::Result<()> {
+    let now = Instant::now();
+    downlink.requested = Some(now);
+    downlink.asked = Some(now);
     let from_version = on_store(store, |s| s.downlink_version()).await?;
     let request = ResyncRequest {
         v: wire::VERSION,

@@ -34,8 +34,8 @@ const PAGE: i64 = 500;
 const BATCH_BYTES: usize = MAX_PAYLOAD / 4;
 
 /// Work for the publisher from the broker side, coalesced so that none is dropped and none
-/// piles up however many boxes ask at once: per shop the lowest version asked from, and
-/// whether the broker connection (re)started (announce every shop's latest version).
+/// piles up however many boxes ask at once: per shop the lowest and the highest version asked
+/// from, and whether the broker connection (re)started (announce every shop's latest version).
 #[derive(Default)]
 pub struct Requests {
     pending: Mutex<Pending>,
@@ -44,7 +44,8 @@ pub struct Requests {
 
 #[derive(Default)]
 struct Pending {
-    resync: HashMap<String, i64>,
+    /// Per shop: (lowest, highest) version boxes asked from.
+    resync: HashMap<String, (i64, i64)>,
     announce: bool,
 }
 
@@ -52,11 +53,12 @@ impl Requests {
     /// A box asked for the changes after `from_version`.
     pub fn resync(&self, shop: &str, from_version: i64) {
         let mut pending = self.pending.lock().expect("requests");
-        let from = pending
+        let (lowest, highest) = pending
             .resync
             .entry(shop.to_string())
-            .or_insert(from_version);
-        *from = (*from).min(from_version);
+            .or_insert((from_version, from_version));
+        *lowest = (*lowest).min(from_version);
+        *highest = (*highest).max(from_version);
         drop(pending);
         self.wake.notify_one();
     }
@@ -99,8 +101,17 @@ pub async fn run(config: Config, mqtt: AsyncClient, requests: Arc<Requests>) {
                         if pending.announce {
                             announce_heads(&db, &mqtt, &mut sent).await?;
                         }
-                        for (shop, from_version) in pending.resync {
-                            publish_after(&db, &mqtt, &shop, from_version).await?;
+                        for (shop, (lowest, highest)) in pending.resync {
+                            // A box ahead of this database: it was restored from a backup.
+                            if customers::catch_up_versions(&mut db, &shop, highest).await? {
+                                tracing::warn!(
+                                    shop,
+                                    box_version = highest,
+                                    "a box has customer changes past this database's (restored \
+                                     from a backup?); the shop's customers are sent again as newer versions"
+                                );
+                            }
+                            publish_after(&db, &mqtt, &shop, lowest).await?;
                         }
                     }
                     _ = refresh.tick() => {

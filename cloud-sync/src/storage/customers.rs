@@ -237,6 +237,64 @@ async fn write_changes(
     Ok(())
 }
 
+/// Makes a shop's change log newer than `box_version` if a box has applied changes past the
+/// log's head: this database was restored from a backup, so versions the box holds would
+/// otherwise be given to other changes, which the box would take for ones it has. Returns
+/// whether it did.
+pub async fn catch_up_versions(
+    client: &mut Client,
+    shop_id: &str,
+    box_version: i64,
+) -> anyhow::Result<bool> {
+    let tx = client.transaction().await?;
+    let head: Option<i64> = tx
+        .query_opt(
+            "SELECT downlink_version FROM shops WHERE shop_id = $1 FOR UPDATE",
+            &[&shop_id],
+        )
+        .await?
+        .map(|r| r.get(0));
+    if head.is_none_or(|head| head >= box_version) {
+        return Ok(false);
+    }
+    renumber_changes(&tx, shop_id, box_version).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// How far a shop's versions jump when this database finds it was restored from a backup:
+/// past any version a box may have seen from the lost database.
+pub const RESTORE_JUMP: i64 = 1 << 32;
+
+/// Gives every customer's latest change in a shop's log (tombstones included) a version after
+/// `above`, in the same order, moves the shop's head past them, and tells the publisher:
+/// boxes take them as news (or see a gap and resync) and reach HQ's whole state for the shop.
+pub async fn renumber_changes(
+    tx: &Transaction<'_>,
+    shop_id: &str,
+    above: i64,
+) -> anyhow::Result<()> {
+    // New versions are all above the old ones, so no two rows ever share one.
+    tx.execute(
+        "UPDATE shop_changes c SET version = $2 + r.n FROM (
+            SELECT customer_ref, row_number() OVER (ORDER BY version) AS n
+            FROM shop_changes WHERE shop_id = $1
+         ) r WHERE c.shop_id = $1 AND c.customer_ref = r.customer_ref",
+        &[&shop_id, &above],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE shops SET downlink_version = $2
+            + (SELECT count(*) FROM shop_changes WHERE shop_id = $1)
+         WHERE shop_id = $1",
+        &[&shop_id, &above],
+    )
+    .await?;
+    tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &shop_id])
+        .await?;
+    Ok(())
+}
+
 /// One customer, or all of them (by ref), optionally only a shop's.
 pub async fn list(
     client: &impl GenericClient,

@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use tastesync_shared::wire::{EventBatch, LEGACY_VERSION};
 use tokio_postgres::Transaction;
 
+use super::customers;
+
 /// What may be acknowledged to one stream after a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamAck {
@@ -129,6 +131,17 @@ pub async fn store_batches(
         if stream.low_water > acked_seq && !conflicts.contains_key(id) {
             record_restore_gap(tx, id, acked_seq, stream.low_water).await?;
             acked.insert(id.clone(), stream.low_water);
+            // The shop's downlink versions went back with the database too: move them past
+            // anything its boxes may hold, or they would take new changes for ones they have.
+            let head: i64 = tx
+                .query_one(
+                    "SELECT downlink_version FROM shops WHERE shop_id = $1 FOR UPDATE",
+                    &[&stream.shop_id],
+                )
+                .await?
+                .get(0);
+            customers::renumber_changes(tx, stream.shop_id, head + customers::RESTORE_JUMP)
+                .await?;
         }
     }
     find_conflicts(tx, &streams, &acked, &mut conflicts).await?;
