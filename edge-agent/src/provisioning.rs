@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use tastesync_shared::provisioning::{BoxStanding, ClaimRequest, ClaimResponse, ErrorBody};
 use tastesync_shared::wire::{is_valid_id, parse_broker};
 
 use crate::config::{CloudConfig, Config};
@@ -28,28 +28,6 @@ pub enum ClaimError {
     /// The cloud could not be asked.
     #[error("cannot reach the cloud at {url}: {reason}")]
     Unreachable { url: String, reason: String },
-}
-
-/// The cloud's answer to a claim.
-#[derive(Deserialize)]
-struct ClaimResponse {
-    shop_id: String,
-    box_id: String,
-    broker: String,
-    broker_tls: bool,
-    broker_ca_pem: Option<String>,
-    username: Option<String>,
-    password: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-}
-
-#[derive(Deserialize)]
-struct StandingBody {
-    state: String,
 }
 
 /// Claims the box with `code` and saves what the cloud gave it. A box set up by hand
@@ -92,11 +70,11 @@ pub async fn claim(
     let client = http_client(&config.cloud).map_err(|e| unreachable(format!("{e:#}")))?;
     let response = client
         .post(&url)
-        .json(&serde_json::json!({
-            "code": code,
-            "box_id": current.box_id,
-            "software": env!("CARGO_PKG_VERSION"),
-        }))
+        .json(&ClaimRequest {
+            code: code.to_string(),
+            box_id: current.box_id.clone(),
+            software: Some(env!("CARGO_PKG_VERSION").into()),
+        })
         .send()
         .await
         .map_err(|e| unreachable(error_chain(&e)))?;
@@ -163,7 +141,7 @@ pub async fn is_revoked(config: &Config, box_id: &str, claim: &Claim) -> Option<
     if !response.status().is_success() {
         return None;
     }
-    let body: StandingBody = response.json().await.ok()?;
+    let body: BoxStanding = response.json().await.ok()?;
     Some(body.state == "revoked")
 }
 

@@ -8,6 +8,7 @@ pub mod beacon;
 pub mod downlink;
 pub mod eid;
 pub mod hexfmt;
+pub mod provisioning;
 pub mod wire;
 
 pub use beacon::{Beacon, BeaconIdentity, Decoded, TagId, Tlm, decode_advertisement, decode_any};

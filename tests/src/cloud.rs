@@ -532,8 +532,13 @@ impl Hq {
 
     /// Runs `customers <args>`; returns its output whatever the outcome.
     pub fn customers(&self, args: &[&str]) -> std::process::Output {
+        self.command("customers", args)
+    }
+
+    /// `tastesync-cloud <what> --config <its config> <args>`.
+    fn command(&self, what: &str, args: &[&str]) -> std::process::Output {
         Command::new(bin("tastesync-cloud"))
-            .arg("customers")
+            .arg(what)
             .arg("--config")
             .arg(&self.config)
             .args(args)
@@ -548,13 +553,7 @@ impl Hq {
 
     /// Runs `shops <args>`; returns its output whatever the outcome.
     pub fn shops_output(&self, args: &[&str]) -> std::process::Output {
-        Command::new(bin("tastesync-cloud"))
-            .arg("shops")
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
-            .output()
-            .expect("tastesync-cloud")
+        self.command("shops", args)
     }
 
     /// Runs `shops <args>`, which must succeed; returns its JSON lines.

@@ -63,9 +63,40 @@ pub fn previous_release() -> PathBuf {
     PathBuf::from(dir.lines().last().expect("the binaries' directory").trim())
 }
 
+/// Runs schemathesis against the OpenAPI document at `openapi_url` (`extra`: headers,
+/// exclusions, TLS) and asserts that every generated request (valid and invalid) got no 5xx
+/// and a response matching the documented schema, status codes and content types.
+pub fn assert_schemathesis_passes(openapi_url: &str, extra: &[&str]) {
+    let output = Command::new(schemathesis())
+        .args(["run", openapi_url])
+        .args(extra)
+        .args([
+            "--checks",
+            "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance",
+            "--max-examples",
+            "30",
+            "--seed",
+            "1",
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run schemathesis");
+    let report = stdout(&output);
+    assert!(output.status.success(), "{report}\n{}", stderr(&output));
+    // e.g. "654 generated, 654 passed"
+    let cases = report
+        .lines()
+        .find(|l| l.contains(" generated, "))
+        .unwrap_or_else(|| panic!("{report}"));
+    assert!(
+        cases.contains(" passed") && !cases.contains("fail"),
+        "{cases}"
+    );
+}
+
 /// schemathesis (PyPI), installed by `scripts/install-schemathesis.sh` (which
 /// `scripts/test.sh` runs and names in `TASTESYNC_SCHEMATHESIS`).
-pub fn schemathesis() -> String {
+fn schemathesis() -> String {
     if let Ok(path) = std::env::var("TASTESYNC_SCHEMATHESIS") {
         return path;
     }
@@ -227,6 +258,20 @@ impl Shop {
     /// The outbox as `seq|event_id|type` rows (the form `Database::stored` gives).
     pub fn outbox_rows(&self) -> Vec<String> {
         as_rows(&self.outbox())
+    }
+
+    /// Runs the box online (see [`run_online`](Self::run_online)) until its outbox is empty or
+    /// `seconds` pass; returns whether it drained.
+    pub fn drain_online(&self, shop_id: &str, uplink: &str, seconds: u64) -> bool {
+        let _daemon = self.run_online(shop_id, uplink);
+        cloud::eventually(seconds, || self.outbox_is_empty())
+    }
+
+    /// Whether the box's store holds this customer.
+    pub fn has_customer(&self, customer_ref: &str) -> bool {
+        self.edge_ok(&["customers", "list", "--db", &self.db()])
+            .lines()
+            .any(|line| line.starts_with(&format!("{customer_ref}\t")))
     }
 
     /// `tastesync-edge identity --json` of this box.

@@ -30,12 +30,10 @@ fn a_box_whose_store_is_replaced_starts_a_new_stream_and_nothing_is_lost() {
     let broker = Mosquitto::start("allow_anonymous true");
     let database = Database::create();
     let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-replace");
-    let daemon = shop.run_online("seoul-1", &uplink(&broker, ""));
     assert!(
-        eventually(20, || shop.outbox_is_empty()),
+        shop.drain_online("seoul-1", &uplink(&broker, ""), 20),
         "the first store drained"
     );
-    drop(daemon);
     let old_stream = stream_of(&shop);
     let box_id = shop.identity()["box_id"].clone();
 
@@ -46,12 +44,10 @@ fn a_box_whose_store_is_replaced_starts_a_new_stream_and_nothing_is_lost() {
     let new_stream = stream_of(&shop);
     assert_ne!(new_stream, old_stream, "a new store is a new stream");
     assert_eq!(shop.identity()["box_id"], box_id, "the same box");
-    let daemon = shop.run_online("seoul-1", &uplink(&broker, ""));
     assert!(
-        eventually(20, || shop.outbox_is_empty()),
+        shop.drain_online("seoul-1", &uplink(&broker, ""), 20),
         "the new store drained"
     );
-    drop(daemon);
 
     assert_eq!(database.stored_stream(&old_stream), as_rows(&first));
     assert_eq!(
@@ -130,18 +126,18 @@ fn a_postgres_restored_from_a_dump_taken_mid_stream_records_the_gap_and_nothing_
             .unwrap_or(0)
     };
     let hq = Hq::new(&shop, &database);
-    let has = |customer: &str| {
-        shop.edge_ok(&["customers", "list", "--db", &shop.db()])
-            .lines()
-            .any(|line| line.starts_with(&format!("{customer}\t")))
-    };
-    hq.ok(&["enroll", "--ref", "A1", "--name", "Before", "--shop", "seoul-9"]);
+    let has = |customer: &str| shop.has_customer(customer);
+    hq.ok(&[
+        "enroll", "--ref", "A1", "--name", "Before", "--shop", "seoul-9",
+    ]);
     assert!(eventually(10, || has("A1")));
     assert!(eventually(30, || acked() >= 4_000), "the drain started");
     let dump = shop.path("backup.dump");
     database.dump(&dump);
     // HQ changes a customer after the backup: the box has it, the restored database will not.
-    hq.ok(&["enroll", "--ref", "B1", "--name", "Lost", "--shop", "seoul-9"]);
+    hq.ok(&[
+        "enroll", "--ref", "B1", "--name", "Lost", "--shop", "seoul-9",
+    ]);
     assert!(eventually(10, || has("B1")));
     assert!(eventually(30, || acked() >= 16_000), "the drain went on");
     let before_restore = acked();
@@ -159,7 +155,9 @@ fn a_postgres_restored_from_a_dump_taken_mid_stream_records_the_gap_and_nothing_
     let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-after");
     // HQ goes on: a change right after the restore takes a version the box already holds
     // from the lost database; it must reach the box all the same.
-    hq.ok(&["enroll", "--ref", "C1", "--name", "After", "--shop", "seoul-9"]);
+    hq.ok(&[
+        "enroll", "--ref", "C1", "--name", "After", "--shop", "seoul-9",
+    ]);
     let drained = eventually(60, || shop.outbox_is_empty());
     let final_acked = acked();
     assert!(
@@ -223,10 +221,10 @@ fn batches_of_very_large_events_are_cut_under_the_limit_stored_and_acknowledged(
     let database = Database::create();
     let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-large");
     // Batches as large as both sides accept: 1 MiB.
-    let daemon = shop.run_online("seoul-4", &uplink(&broker, "batch_bytes = 1048576"));
-    let drained = eventually(60, || shop.outbox_is_empty());
-    drop(daemon);
-    assert!(drained, "every batch was acknowledged");
+    assert!(
+        shop.drain_online("seoul-4", &uplink(&broker, "batch_bytes = 1048576"), 60),
+        "every batch was acknowledged"
+    );
     assert_eq!(database.stored("seoul-4"), pending);
     assert_eq!(
         database.query("SELECT count(*) FROM dead_letters"),
@@ -253,9 +251,10 @@ fn a_box_whose_store_was_restored_from_a_backup_starts_a_new_stream_instead_of_o
     let backup = shop.path("edge.db.backup");
     std::fs::copy(shop.db(), &backup).unwrap();
     let more = shop.record_offline("seoul-6", 5);
-    let daemon = shop.run_online("seoul-6", &uplink(&broker, ""));
-    assert!(eventually(20, || shop.outbox_is_empty()));
-    drop(daemon);
+    assert!(
+        shop.drain_online("seoul-6", &uplink(&broker, ""), 20),
+        "drained"
+    );
     let stream = stream_of(&shop);
     assert_eq!(database.stored_stream(&stream), as_rows(&more));
     assert_eq!(more.len(), 20);
@@ -267,12 +266,10 @@ fn a_box_whose_store_was_restored_from_a_backup_starts_a_new_stream_instead_of_o
     let after_restore = shop.record_offline("seoul-6", 3);
     let new_events: Vec<serde_json::Value> = after_restore[10..].to_vec();
     assert_eq!(new_events[0]["seq"], 11, "seqs the cloud already holds");
-    let daemon = shop.run_online("seoul-6", &uplink(&broker, ""));
     assert!(
-        eventually(20, || shop.outbox_is_empty()),
+        shop.drain_online("seoul-6", &uplink(&broker, ""), 20),
         "the restored store drained"
     );
-    drop(daemon);
     let new_stream = stream_of(&shop);
     assert_ne!(
         new_stream, stream,

@@ -52,12 +52,6 @@ fn previous_enroll(shop: &Shop, database: &Database, customer_ref: &str, shop_id
     assert!(output.status.success(), "{}", stderr(&output));
 }
 
-fn has_customer(shop: &Shop, customer_ref: &str) -> bool {
-    shop.edge_ok(&["customers", "list", "--db", &shop.db()])
-        .lines()
-        .any(|line| line.starts_with(&format!("{customer_ref}\t")))
-}
-
 #[test]
 fn a_box_and_a_database_of_the_previous_release_migrate_in_place_and_go_on_syncing() {
     let mut shop = Shop::on_previous_release();
@@ -71,7 +65,7 @@ fn a_box_and_a_database_of_the_previous_release_migrate_in_place_and_go_on_synci
     let synced = as_rows(&shop.record_offline("seoul-1", 5));
     let daemon = shop.run_online("seoul-1", &uplink);
     previous_enroll(&shop, &database, "H1", "seoul-1");
-    assert!(eventually(20, || shop.outbox_is_empty() && has_customer(&shop, "H1")));
+    assert!(eventually(20, || shop.outbox_is_empty() && shop.has_customer("H1")));
     drop(daemon);
     let waiting = as_rows(&shop.record_offline("seoul-1", 5));
     assert_eq!(
@@ -94,8 +88,7 @@ fn a_box_and_a_database_of_the_previous_release_migrate_in_place_and_go_on_synci
         "enroll", "--ref", "H2", "--name", "New", "--shop", "seoul-1",
     ]);
     assert!(
-        eventually(20, || has_customer(&shop, "H2")
-            && has_customer(&shop, "H1")),
+        eventually(20, || shop.has_customer("H2") && shop.has_customer("H1")),
         "HQ's changes go on reaching it"
     );
     drop(daemon);
@@ -140,8 +133,8 @@ fn a_box_on_the_previous_release_keeps_syncing_with_the_new_cloud_beside_a_new_b
     let done = eventually(30, || {
         old_box.outbox_is_empty()
             && new_box.outbox_is_empty()
-            && has_customer(&old_box, "V1")
-            && has_customer(&new_box, "V1")
+            && old_box.has_customer("V1")
+            && new_box.has_customer("V1")
     });
     let listed = Hq::new(&new_box, &database).shops(&["list", "--shop", "busan-2"]);
     drop((a, b));

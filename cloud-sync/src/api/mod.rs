@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
+use tastesync_shared::provisioning::ErrorBody;
 use utoipa::{OpenApi, ToSchema};
 
 use crate::config::Config;
@@ -98,13 +99,6 @@ struct Health {
 #[utoipa::path(get, path = "/api/v1/health", responses((status = 200, body = Health)))]
 async fn health() -> Json<Health> {
     Json(Health { status: "ok" })
-}
-
-/// An error: `{"error": "..."}`.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// What was wrong and what to do.
-    error: String,
 }
 
 /// An error response.

@@ -9,44 +9,15 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tastesync_shared::provisioning::{BoxStanding, ClaimRequest, ClaimResponse, ErrorBody};
 use tastesync_shared::wire::is_valid_id;
+use utoipa::Modify;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, ToSchema};
 
-use super::{ApiError, AppState, ErrorBody};
+use super::{ApiError, AppState};
 use crate::config::Credentials;
-use crate::storage::shops::{self, BoxStanding, ClaimRefused};
-
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClaimRequest {
-    /// The claim code from HQ, e.g. `7KQM-X3PA-9RTD` (case, spaces and dashes do not matter).
-    code: String,
-    /// The box's id (`tastesync-edge identity`): 1 to 64 letters, digits, `-` and `_`.
-    box_id: String,
-    /// The box's software version, for HQ's list.
-    #[serde(default)]
-    software: Option<String>,
-}
-
-/// What a claimed box needs to connect.
-#[derive(Serialize, ToSchema)]
-pub struct ClaimResponse {
-    shop_id: String,
-    box_id: String,
-    /// The broker, `host:port`.
-    broker: String,
-    /// Connect with TLS.
-    broker_tls: bool,
-    /// The CA to trust for the broker's certificate (PEM); absent: the box's system roots.
-    broker_ca_pem: Option<String>,
-    /// The box's own broker user (its box id) and password; absent if the broker has no
-    /// authentication (development).
-    username: Option<String>,
-    password: Option<String>,
-}
+use crate::storage::shops::{self, ClaimRefused};
 
 #[utoipa::path(post, path = "/api/v1/claims", request_body = ClaimRequest, responses(
     (status = 201, body = ClaimResponse, description = "claimed: the box's shop and credentials"),

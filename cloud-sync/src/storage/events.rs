@@ -140,8 +140,7 @@ pub async fn store_batches(
                 )
                 .await?
                 .get(0);
-            customers::renumber_changes(tx, stream.shop_id, head + customers::RESTORE_JUMP)
-                .await?;
+            customers::renumber_changes(tx, stream.shop_id, head + customers::RESTORE_JUMP).await?;
         }
     }
     find_conflicts(tx, &streams, &acked, &mut conflicts).await?;

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use tastesync_shared::provisioning::BoxStanding;
 use tastesync_shared::wire::is_valid_id;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
@@ -175,15 +176,6 @@ pub async fn redeem_claim_code(
     )
     .await?;
     Ok(Ok(Claimed { shop_id }))
-}
-
-/// A box's standing, for the box itself (authenticated by its broker credentials).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct BoxStanding {
-    pub box_id: String,
-    pub shop_id: String,
-    /// `active` or `revoked`.
-    pub state: String,
 }
 
 /// The box's standing if `credential_hash` matches its credentials, else `None`.
