@@ -168,3 +168,35 @@ fn a_box_on_the_previous_release_keeps_syncing_with_the_new_cloud_beside_a_new_b
     assert_eq!(boxes[1]["online"], true);
     assert_eq!(database.query("SELECT count(*) FROM dead_letters"), ["0"]);
 }
+
+#[test]
+fn a_replaced_box_on_the_previous_release_keeps_its_events_instead_of_losing_them() {
+    // The first release's flaw: a box with a new store (seqs from 1 again) under a shop the
+    // cloud already holds seqs for had every event taken for a replay, acknowledged, deleted.
+    let shop = Shop::on_previous_release();
+    let broker = Mosquitto::start("allow_anonymous true");
+    let database = Database::create();
+    let _cloud = CloudSync::start(&shop, &database, &broker, "cloud-held");
+    let uplink = format!("broker = {:?}\nack_timeout_secs = 1", broker.address());
+    let first = as_rows(&shop.record_offline("seoul-8", 5));
+    assert!(shop.drain_online("seoul-8", &uplink, 20));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", shop.db()));
+    }
+    let second = as_rows(&shop.record_offline("seoul-8", 3));
+    assert!(
+        !shop.drain_online("seoul-8", &uplink, 5),
+        "the new cloud does not acknowledge what it does not hold"
+    );
+    assert_eq!(shop.outbox_rows(), second, "the box keeps every event");
+    assert_eq!(
+        database.stored("seoul-8"),
+        first,
+        "the cloud's copy is untouched"
+    );
+    assert_eq!(
+        database.query("SELECT kind, from_seq FROM stream_gaps"),
+        ["conflict|1"],
+        "HQ sees the conflict, once"
+    );
+}

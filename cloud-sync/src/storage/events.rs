@@ -285,9 +285,12 @@ async fn find_conflicts(
             .map(|e| e.seq)
             .max()
             .unwrap_or(at);
+        // Once per conflict: a protocol-1 box cannot start a new stream and sends it again.
         tx.execute(
             "INSERT INTO stream_gaps (stream_id, from_seq, to_seq, kind)
-             VALUES ($1::text::uuid, $2, $3, 'conflict')",
+             SELECT $1::text::uuid, $2, $3, 'conflict'
+             WHERE NOT EXISTS (SELECT 1 FROM stream_gaps
+                 WHERE stream_id = $1::text::uuid AND from_seq = $2 AND kind = 'conflict')",
             &[&id, &at, &to_seq],
         )
         .await?;
