@@ -76,27 +76,34 @@ pub async fn store_batches(
     boxes.dedup_by_key(|(b, _)| *b);
     let (box_ids, box_shops): (Vec<&str>, Vec<&str>) = boxes.into_iter().unzip();
     tx.execute(
-        "INSERT INTO boxes (box_id, shop_id, last_seen)
-         SELECT b, s, now() FROM unnest($1::text[], $2::text[]) AS u(b, s)
-         ON CONFLICT (box_id) DO UPDATE SET last_seen = now(), shop_id = EXCLUDED.shop_id",
+        "INSERT INTO boxes (box_id, shop_id)
+         SELECT b, s FROM unnest($1::text[], $2::text[]) AS u(b, s)
+         ON CONFLICT (box_id) DO NOTHING",
         &[&box_ids, &box_shops],
     )
     .await?;
 
-    // Each stream's row, created if new and locked: its acknowledged seq and owner.
+    // Each stream's row, created if new, then locked (a lock writes no new row version, which
+    // an upsert's update would, for every stream of every group): its acknowledged seq and
+    // owner.
     let ids: Vec<&str> = streams.keys().map(String::as_str).collect();
     let shop_of: Vec<&str> = streams.values().map(|s| s.shop_id).collect();
     let box_of: Vec<Option<&str>> = streams.values().map(|s| s.box_id).collect();
     let protocol_of: Vec<i32> = streams.values().map(|s| s.protocol).collect();
+    tx.execute(
+        "INSERT INTO streams (stream_id, shop_id, box_id, protocol)
+         SELECT i::uuid, s, b, p
+         FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS u(i, s, b, p)
+         ORDER BY i
+         ON CONFLICT (stream_id) DO NOTHING",
+        &[&ids, &shop_of, &box_of, &protocol_of],
+    )
+    .await?;
     let rows = tx
         .query(
-            "INSERT INTO streams (stream_id, shop_id, box_id, protocol, last_seen)
-             SELECT i::uuid, s, b, p, now()
-             FROM unnest($1::text[], $2::text[], $3::text[], $4::int[]) AS u(i, s, b, p)
-             ORDER BY i
-             ON CONFLICT (stream_id) DO UPDATE SET last_seen = now()
-             RETURNING stream_id::text, acked_seq, box_id",
-            &[&ids, &shop_of, &box_of, &protocol_of],
+            "SELECT stream_id::text, acked_seq, box_id FROM streams
+             WHERE stream_id = ANY($1::text[]::uuid[]) ORDER BY stream_id FOR UPDATE",
+            &[&ids],
         )
         .await?;
     let mut acked: BTreeMap<String, i64> = BTreeMap::new();
@@ -161,7 +168,7 @@ pub async fn store_batches(
     // Each stream advances over the contiguous run of stored seqs after its acknowledged one
     // (instances sharing the load may store a stream's batches out of order).
     tx.execute(
-        "UPDATE streams SET acked_seq = r.up_to FROM (
+        "UPDATE streams SET acked_seq = r.up_to, last_seen = now() FROM (
             SELECT s.stream_id, max(e.seq) AS up_to
             FROM streams s CROSS JOIN LATERAL (
                 SELECT seq, seq - row_number() OVER (ORDER BY seq) AS run

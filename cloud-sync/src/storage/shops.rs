@@ -277,7 +277,9 @@ pub async fn list(
     let boxes = client
         .query(
             &format!(
-                "SELECT b.shop_id, b.box_id, 2, b.online, to_char(b.last_seen, {TIME}),
+                "SELECT b.shop_id, b.box_id, 2, b.online,
+                    to_char(greatest(b.last_seen, (SELECT max(s.last_seen) FROM streams s
+                                                   WHERE s.box_id = b.box_id)), {TIME}),
                     (SELECT to_char(max(s.last_seen), {TIME}) FROM streams s WHERE s.box_id = b.box_id),
                     (b.health->>'outbox_pending')::bigint, (b.health->>'oldest_unsent_ms')::bigint,
                     b.software, to_char(b.claimed_at, {TIME}), b.revoked_at IS NOT NULL
