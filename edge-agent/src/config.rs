@@ -25,6 +25,9 @@ pub struct Config {
     /// Largest size of the database in MB (0: as large as the disk allows). When it is full
     /// (or the disk is), the box keeps alerting and says so; see firmware-notes.
     pub database_max_mb: u64,
+    /// Visits (with their orders, feedback and acknowledgements) are kept this many days on
+    /// the box; HQ keeps its own copy. Nothing waiting for the cloud is deleted.
+    pub retention_days: u64,
     pub scanner: ScannerConfig,
     pub presence: PresenceConfig,
     pub eid: EidConfig,
@@ -56,6 +59,14 @@ pub struct PosConfig {
     pub announce: bool,
     /// The network interface to announce on (e.g. `wlan0`); empty: every interface but loopback.
     pub announce_interface: String,
+    /// Names the box also answers to besides its addresses and mDNS names (e.g. a name your
+    /// router gives it). Requests naming anything else are refused (DNS rebinding).
+    pub allowed_hosts: Vec<String>,
+    /// A tablet not used for this many days must be paired again.
+    pub device_idle_days: u64,
+    /// Live streams one tablet may hold open, and all tablets together.
+    pub max_streams_per_tablet: usize,
+    pub max_streams: usize,
 }
 
 impl Default for PosConfig {
@@ -65,6 +76,10 @@ impl Default for PosConfig {
             retention_secs: 7200,
             announce: true,
             announce_interface: String::new(),
+            allowed_hosts: Vec::new(),
+            device_idle_days: 90,
+            max_streams_per_tablet: 3,
+            max_streams: 64,
         }
     }
 }
@@ -112,6 +127,7 @@ impl Default for Config {
             database: PathBuf::from("/var/lib/tastesync/edge.db"),
             identity_file: None,
             database_max_mb: 0,
+            retention_days: 365,
             scanner: ScannerConfig::default(),
             presence: PresenceConfig::default(),
             eid: EidConfig::default(),
@@ -204,6 +220,12 @@ impl Config {
         }
         if !(self.scanner.replay_speed >= 0.0 && self.scanner.replay_speed.is_finite()) {
             bail!("scanner.replay_speed must be 0 (as fast as possible) or a positive number");
+        }
+        if self.retention_days == 0 || self.pos.device_idle_days == 0 {
+            bail!("retention_days and pos.device_idle_days must be at least 1");
+        }
+        if self.pos.max_streams_per_tablet == 0 || self.pos.max_streams == 0 {
+            bail!("pos.max_streams_per_tablet and pos.max_streams must be positive");
         }
         if self.scanner.watchdog_secs == 0 || self.scanner.max_devices == 0 {
             bail!("scanner.watchdog_secs and scanner.max_devices must be positive");

@@ -74,6 +74,8 @@ const RELOAD_CHECK: Duration = Duration::from_secs(2);
 /// is stopped cleanly).
 const HEALTH_REPORT: Duration = Duration::from_secs(3600);
 const CHANNEL_CAPACITY: usize = 4096;
+/// How often visits past `retention_days` are deleted.
+const RETENTION_EVERY: Duration = Duration::from_secs(86_400);
 
 /// Runs until shutdown or until a replay ends. Returns the pipeline's counters. When the POS
 /// server is on, its address is sent to `listening` once it accepts connections.
@@ -90,6 +92,14 @@ pub async fn run(
         tracing::warn!(
             visits = interrupted,
             "closed visits left open by an unclean stop"
+        );
+    }
+    if let Some(code) = store.setup_code()? {
+        // For the console and the journal: who can read them can set the owner's PIN.
+        tracing::info!(
+            setup_code = code,
+            "the owner's PIN is not set: set it on the owner page with this setup code \
+             (also: `tastesync-edge setup-code`)"
         );
     }
     let snapshot = store.index_snapshot()?;
@@ -174,6 +184,7 @@ pub async fn run(
         tokio::time::interval_at(tokio::time::Instant::now() + HEALTH_REPORT, HEALTH_REPORT);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut reload = tokio::time::interval(RELOAD_CHECK);
+    let mut retention = tokio::time::interval(RETENTION_EVERY); // at start, then daily
     let mut shutdown = shutdown;
     let mut events = Vec::new();
     let mut last_at: Option<Millis> = None;
@@ -192,6 +203,10 @@ pub async fn run(
                 health_tx.send_modify(|h| h.pipeline = pipeline.stats());
                 let report = health_body("running", &health_tx.borrow());
                 record_health(&health_store, report).await;
+            }
+            _ = retention.tick() => {
+                let before = now_ms().saturating_sub(config.retention_days * 86_400_000);
+                apply_retention(&health_store, before).await;
             }
             _ = index_changed.notified() => {
                 reload_index(&mut reader, &mut pipeline, last_at.filter(|_| !live)).await?;
@@ -267,6 +282,22 @@ fn health_body(status: &str, health: &Health) -> serde_json::Value {
         "last_advertisement_ms": health.pipeline.last_advertisement_ms,
         "storage": health.storage,
     })
+}
+
+/// Deletes visits older than `before` (the retention setting); a failure is logged.
+async fn apply_retention(store: &Arc<std::sync::Mutex<Store>>, before: Millis) {
+    let store = store.clone();
+    let deleted = tokio::task::spawn_blocking(move || {
+        store.lock().expect("health store").apply_retention(before)
+    })
+    .await
+    .map_err(anyhow::Error::from)
+    .and_then(|result| result);
+    match deleted {
+        Ok(0) => {}
+        Ok(visits) => tracing::info!(visits, "visits past the retention period deleted"),
+        Err(e) => tracing::warn!("cannot apply the retention period: {e:#}"),
+    }
 }
 
 /// Writes a health report; a failure (a full disk) is logged, never fatal.
@@ -369,12 +400,11 @@ fn record_events(
             }
             Err(e) => {
                 unrecorded += 1;
-                tracing::error!(
-                    unrecorded,
-                    "{e:#}; free disk space (or raise database_max_mb)"
-                );
+                let failure = crate::store::Failure::of(&e);
+                tracing::error!(unrecorded, "{e:#}; {}", failure.explain());
                 storage.send_replace(format!(
-                    "cannot write ({unrecorded} events not recorded): disk or database_max_mb full"
+                    "cannot write ({unrecorded} events not recorded): {}",
+                    failure.explain()
                 ));
             }
         }

@@ -120,6 +120,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print the one-time setup code the owner page asks for before the owner's PIN is set
+    /// (nothing once it is set).
+    SetupCode {
+        #[command(flatten)]
+        db: DbArgs,
+        /// Also write a printable label (HTML) with the code, the box id and the owner page's
+        /// address, to stick on the box.
+        #[arg(long)]
+        label: Option<PathBuf>,
+    },
+    /// The owner's PIN.
+    #[command(subcommand)]
+    Owner(OwnerCommand),
     /// Print a one-time code (valid 10 minutes) to pair a tablet with the box.
     Pair {
         #[command(flatten)]
@@ -151,6 +164,16 @@ enum Command {
         /// One JSON object per line.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OwnerCommand {
+    /// Forget the owner's PIN (a forgotten PIN; needs a shell on the box) and print a new
+    /// setup code to set one again. Owner sessions end.
+    ResetPin {
+        #[command(flatten)]
+        db: DbArgs,
     },
 }
 
@@ -339,6 +362,35 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 now_ms() + pos::auth::PAIRING_CODE_TTL_MS,
             )?;
             println!("Pairing code: {code} (valid 10 minutes; enter it on the tablet's POS page)");
+        }
+        Command::SetupCode { db, label } => {
+            let mut config = Config::load(db.config.as_deref())?;
+            if let Some(path) = &db.db {
+                config.database = path.clone();
+            }
+            let Some(code) = Store::open(&config.database)?.setup_code()? else {
+                println!(
+                    "The owner's PIN is set; no setup code is needed (a forgotten PIN: `tastesync-edge owner reset-pin`)."
+                );
+                return Ok(());
+            };
+            println!("Setup code: {code} (the owner page asks for it to set the owner's PIN)");
+            if let Some(path) = label {
+                let box_id = IdentityFile::open(&config.identity_path())?.get().box_id;
+                std::fs::write(&path, pos::label::html(&box_id, &code, &config.pos.listen))
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                println!(
+                    "Label: {} (print it and stick it on the box)",
+                    path.display()
+                );
+            }
+        }
+        Command::Owner(OwnerCommand::ResetPin { db }) => {
+            let mut store = open_store(&db)?;
+            let code = store.reset_owner_pin()?;
+            println!(
+                "The owner's PIN is forgotten and owner sessions ended. Set a new one on the owner page with the setup code {code}."
+            );
         }
         Command::Customers(CustomersCommand::Import { db, file }) => {
             let mut store = open_store(&db)?;

@@ -148,9 +148,18 @@ pub fn pair(base: &str, code: &str, name: &str) -> String {
 }
 
 /// Opens the live stream of the box at `base`; events arrive on the returned channel.
+/// As a browser does it: with a single-use ticket, not the token, in the URL.
 pub fn stream(base: &str, token: &str, last_event_id: Option<i64>) -> mpsc::Receiver<SseEvent> {
+    let ticket: serde_json::Value = crate::http()
+        .post(format!("{base}/api/stream-tickets"))
+        .bearer_auth(token)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let ticket = ticket["ticket"].as_str().expect("a stream ticket");
     let mut request = crate::http()
-        .get(format!("{base}/api/stream?token={token}"))
+        .get(format!("{base}/api/stream?ticket={ticket}"))
         .timeout(Duration::from_secs(3600));
     if let Some(id) = last_event_id {
         request = request.header("Last-Event-ID", id.to_string());

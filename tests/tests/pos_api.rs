@@ -50,7 +50,7 @@ fn tablets_must_be_paired_and_revoked_tablets_are_refused() {
     assert_eq!(status, 401, "{message}");
     assert!(message.contains("wrong or expired pairing code"));
     let (status, message) = error_of(pair("12ab"));
-    assert_eq!((status, message.contains("6 digits")), (400, true));
+    assert_eq!((status, message.contains("8 digits")), (400, true));
 
     // The owner sets a PIN, lists tablets and revokes one: its token now gets 403.
     let owner = pos.owner_session("135790");
@@ -92,7 +92,7 @@ fn tablets_must_be_paired_and_revoked_tablets_are_refused() {
     // Guessing codes is rate limited: after 5 wrong codes, 429 with Retry-After.
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        statuses.push(pair("000000").status().as_u16());
+        statuses.push(pair("00000000").status().as_u16());
     }
     assert_eq!(
         statuses,

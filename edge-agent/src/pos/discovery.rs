@@ -31,13 +31,18 @@ fn restrict(daemon: &ServiceDaemon, interface: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The box's mDNS host name (`tastesync-{name}.local.`).
+pub fn host_name(name: &str) -> String {
+    format!("tastesync-{name}.local.")
+}
+
 /// Announces the POS of shop `shop_id` on `port`, on `interface` (empty: every interface
 /// but loopback). Only IPv4 addresses are announced: the POS listens on IPv4.
 pub fn announce(shop_id: &str, port: u16, interface: &str) -> anyhow::Result<Announcement> {
     let daemon = ServiceDaemon::new().context("cannot start mDNS (UDP port 5353)")?;
     restrict(&daemon, interface)?;
     daemon.disable_interface(IfKind::IPv6)?;
-    let host = format!("tastesync-{shop_id}.local.");
+    let host = host_name(shop_id);
     let properties = [
         ("path", "/pos"),
         ("shop", shop_id),

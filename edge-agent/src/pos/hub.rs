@@ -80,3 +80,62 @@ impl EventHub {
         self.sender.receiver_count()
     }
 }
+
+/// Bounds the live streams: so many per tablet (a tablet reconnecting leaves a stream or two
+/// behind for a moment) and in all, so one token cannot open streams without end.
+pub struct LiveStreams {
+    per_tablet: usize,
+    total: usize,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>,
+}
+
+/// One open stream's place; freed when dropped.
+pub struct StreamSlot {
+    device: i64,
+    open: Arc<std::sync::Mutex<std::collections::HashMap<i64, usize>>>,
+}
+
+impl LiveStreams {
+    pub fn new(per_tablet: usize, total: usize) -> LiveStreams {
+        LiveStreams {
+            per_tablet,
+            total,
+            open: Arc::default(),
+        }
+    }
+
+    /// A place for one more stream of `device`, or why there is none.
+    pub fn open(&self, device: i64) -> Result<StreamSlot, String> {
+        let mut open = self.open.lock().expect("streams lock");
+        if open.values().sum::<usize>() >= self.total {
+            return Err(format!(
+                "the box serves {} live streams at most; try again shortly",
+                self.total
+            ));
+        }
+        let count = open.entry(device).or_default();
+        if *count >= self.per_tablet {
+            return Err(format!(
+                "this tablet has {} live streams open already; close other tabs or windows",
+                self.per_tablet
+            ));
+        }
+        *count += 1;
+        Ok(StreamSlot {
+            device,
+            open: self.open.clone(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.open.lock().expect("streams lock");
+        if let Some(count) = open.get_mut(&self.device) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.device);
+            }
+        }
+    }
+}

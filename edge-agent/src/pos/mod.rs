@@ -9,6 +9,7 @@ mod api;
 pub mod auth;
 pub mod discovery;
 pub mod hub;
+pub mod label;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -45,8 +46,17 @@ pub struct PosState {
     identity: Arc<IdentityFile>,
     store: Arc<Mutex<Store>>,
     hub: EventHub,
-    limiter: auth::FailureLimiter,
+    /// Failure budgets for guesses at pairing codes, the PIN and the setup code.
+    pairing_attempts: auth::FailureLimiter,
+    pin_attempts: auth::FailureLimiter,
+    setup_attempts: auth::FailureLimiter,
+    /// PINs are hashed a few at a time, off the store's lock.
+    hashing: tokio::sync::Semaphore,
     owner: auth::OwnerSessions,
+    tickets: auth::StreamTickets,
+    streams: hub::LiveStreams,
+    /// The names this box answers to besides its addresses (its mDNS names, configured ones).
+    host_names: Vec<String>,
     health: watch::Receiver<Health>,
     /// Live streams end when the box shuts down (or graceful shutdown would wait forever).
     shutdown: watch::Receiver<bool>,
@@ -81,13 +91,28 @@ pub async fn serve(
         .shop_id(&box_config.shop_id)
         .unwrap_or(&current.box_id)
         .to_string();
+    let mut host_names: Vec<String> = [current.box_id.as_str(), name.as_str()]
+        .iter()
+        .map(|n| {
+            discovery::host_name(n)
+                .trim_end_matches('.')
+                .to_ascii_lowercase()
+        })
+        .collect();
+    host_names.extend(config.allowed_hosts.iter().map(|n| n.to_ascii_lowercase()));
     let state = Arc::new(PosState {
         config: box_config.clone(),
         identity,
         store: Arc::new(Mutex::new(store)),
         hub,
-        limiter: auth::FailureLimiter::default(),
+        pairing_attempts: auth::FailureLimiter::new(auth::Budget::PAIRING),
+        pin_attempts: auth::FailureLimiter::new(auth::Budget::PIN),
+        setup_attempts: auth::FailureLimiter::new(auth::Budget::SETUP),
+        hashing: tokio::sync::Semaphore::new(2),
         owner: auth::OwnerSessions::default(),
+        tickets: auth::StreamTickets::default(),
+        streams: hub::LiveStreams::new(config.max_streams_per_tablet, config.max_streams),
+        host_names,
         health,
         shutdown: shutdown.clone(),
     });

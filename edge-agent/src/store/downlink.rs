@@ -29,7 +29,7 @@ impl Store {
 
     /// Applies a validated batch atomically, if it continues what the box has.
     pub fn apply_changes(&mut self, batch: &ChangeBatch) -> anyhow::Result<Applied> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let have: i64 = tx.query_row("SELECT downlink_version FROM meta", [], |r| r.get(0))?;
         if have >= batch.to_version {
             return Ok(Applied::AlreadyApplied { have });

@@ -226,7 +226,7 @@ impl Store {
             return Err(table.fail(errors));
         }
 
-        let tx = self.connection().transaction()?;
+        let tx = self.write()?;
         let mut report = ImportReport::default();
         for row in &parsed {
             let id: i64 = tx.query_row(
@@ -326,7 +326,7 @@ impl Store {
         if !errors.is_empty() {
             return Err(table.fail(errors));
         }
-        let tx = self.connection().transaction()?;
+        let tx = self.write()?;
         let mut report = ImportReport::default();
         for (line, customer_ref, exponent, epoch, key) in rows {
             let id: Option<i64> = tx

@@ -132,6 +132,19 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE meta ADD COLUMN stream_legacy INTEGER NOT NULL DEFAULT 0;
     UPDATE meta SET stream_legacy = 1
         WHERE EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox');",
+    // 6: the LAN's security. The owner's PIN as a PHC string (parameters with the hash; rows
+    // of the first release keep salt and hash until the next login upgrades them); the
+    // one-time setup code the box prints at first start; when each tablet was last used
+    // (idle tablets expire); indexes for the owner page's queries and for retention.
+    "ALTER TABLE owner ADD COLUMN pin_phc TEXT;
+    ALTER TABLE meta ADD COLUMN setup_code TEXT;
+    ALTER TABLE pos_devices ADD COLUMN last_used_ms INTEGER;
+    UPDATE pos_devices SET last_used_ms = paired_at_ms;
+    CREATE INDEX visits_arrived ON visits(arrived_at_ms);
+    CREATE INDEX visits_open ON visits(arrived_at_ms) WHERE left_at_ms IS NULL;
+    CREATE INDEX feedback_at ON feedback(at_ms);
+    CREATE INDEX feedback_visit ON feedback(visit_id);
+    CREATE INDEX orders_visit ON orders(visit_id);",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction. The

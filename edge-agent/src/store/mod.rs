@@ -68,6 +68,7 @@ impl Store {
         }
         let conn = Connection::open(path)
             .with_context(|| format!("cannot open the database {}", path.display()))?;
+        keep_private(path);
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         set_wal(&conn)?;
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -189,7 +190,7 @@ impl Store {
 
     /// Records the start of a visit and its `customer_arrived` event, in one transaction.
     pub fn record_arrival(&mut self, arrived: &CustomerArrived) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let visit_id = arrived.visit_id.to_string();
         let inserted = tx.execute(
             "INSERT INTO visits (visit_id, customer_id, zone, arrived_at_ms)
@@ -216,7 +217,7 @@ impl Store {
 
     /// Records the end of a visit and its `customer_left` event, in one transaction.
     pub fn record_departure(&mut self, left: &CustomerLeft) -> anyhow::Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let visit_id = left.visit_id.to_string();
         let updated = tx.execute(
             "UPDATE visits SET left_at_ms = ?2, dwell_s = ?3, zone = ?4
@@ -241,7 +242,7 @@ impl Store {
     /// Closes visits a crash or power cut left open (their dwell is unknown), each with a
     /// `customer_left` event marked `interrupted`. Returns how many.
     pub fn close_interrupted_visits(&mut self) -> anyhow::Result<usize> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let open: Vec<(String, String, String, Millis)> = {
             let mut stmt = tx.prepare(
                 "SELECT v.visit_id, c.customer_ref, v.zone, v.arrived_at_ms
@@ -316,8 +317,80 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub(crate) fn connection(&mut self) -> &mut Connection {
-        &mut self.conn
+    /// A write transaction that takes the write lock at once (`BEGIN IMMEDIATE`): a deferred
+    /// one that reads first can fail with `SQLITE_BUSY_SNAPSHOT` when another writer commits
+    /// in between, which no busy timeout waits out.
+    pub(crate) fn write(&mut self) -> rusqlite::Result<rusqlite::Transaction<'_>> {
+        self.conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+    }
+}
+
+/// What went wrong with a store operation, for people: the owner page's health, the logs,
+/// and the status an API answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The disk (or `database_max_mb`) is full.
+    Full,
+    /// Another writer held the database longer than the busy timeout.
+    Busy,
+    /// A constraint refused the write (a bug or a race, never the disk).
+    Constraint,
+    /// The file cannot be written (permissions, a read-only file system) or is damaged.
+    Unwritable,
+    Other,
+}
+
+impl Failure {
+    pub fn of(error: &anyhow::Error) -> Failure {
+        let code = error
+            .chain()
+            .find_map(|e| e.downcast_ref::<rusqlite::Error>())
+            .and_then(rusqlite::Error::sqlite_error_code);
+        match code {
+            Some(rusqlite::ErrorCode::DiskFull) => Failure::Full,
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                Failure::Busy
+            }
+            Some(rusqlite::ErrorCode::ConstraintViolation) => Failure::Constraint,
+            Some(
+                rusqlite::ErrorCode::ReadOnly
+                | rusqlite::ErrorCode::CannotOpen
+                | rusqlite::ErrorCode::PermissionDenied
+                | rusqlite::ErrorCode::SystemIoFailure
+                | rusqlite::ErrorCode::DatabaseCorrupt
+                | rusqlite::ErrorCode::NotADatabase,
+            ) => Failure::Unwritable,
+            _ => Failure::Other,
+        }
+    }
+
+    /// What it is, and what to do.
+    pub fn explain(self) -> &'static str {
+        match self {
+            Failure::Full => {
+                "disk or database_max_mb full: free disk space (or raise database_max_mb)"
+            }
+            Failure::Busy => "the database was busy (another process writing); it is tried again",
+            Failure::Constraint => {
+                "the database refused an inconsistent write (a bug: see the log)"
+            }
+            Failure::Unwritable => {
+                "the database cannot be written (permissions, a read-only or failing disk): see the log"
+            }
+            Failure::Other => "the database failed: see the log",
+        }
+    }
+}
+
+/// The store holds customers' names and notes: readable by its owner only (SQLite makes its
+/// WAL and shared-memory files with the same permissions).
+fn keep_private(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
     }
 }
 

@@ -103,7 +103,7 @@ impl Store {
         let mut body = body.clone();
         body["outbox_pending"] = self.outbox_pending()?.into();
         body["oldest_unsent_ms"] = self.outbox_oldest_at_ms()?.into();
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         append(&tx, "box_health", at_ms, &body)?;
         tx.commit()?;
         Ok(())
@@ -175,7 +175,7 @@ impl Store {
     /// in their order, in one transaction. Returns the new id.
     pub fn start_new_stream(&mut self) -> anyhow::Result<String> {
         let id = Uuid::now_v7().to_string();
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         tx.execute_batch(
             "CREATE TEMP TABLE renumbered AS
                 SELECT seq AS old, row_number() OVER (ORDER BY seq) AS new FROM outbox;

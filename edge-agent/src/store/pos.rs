@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::Store;
 use crate::Millis;
 use crate::events::CustomerArrived;
+use crate::pos::auth::StoredPin;
 use crate::resolve::CustomerId;
 
 /// One entry of the live event log (`arrival`, `departure`, `ack`).
@@ -58,8 +59,13 @@ pub struct Device {
 pub enum DeviceAuth {
     Valid(Device),
     Revoked,
+    /// Not used for longer than the idle limit: the tablet must be paired again.
+    Expired,
     Unknown,
 }
+
+/// A tablet's last use is written at most this often (not on every request).
+const LAST_USED_RESOLUTION_MS: Millis = 3_600_000;
 
 /// A staff action, recorded once however often a tablet retries it.
 #[derive(Debug, Clone, PartialEq)]
@@ -257,7 +263,7 @@ impl Store {
         if !self.visit_exists(visit_id)? {
             return Ok(ActionOutcome::UnknownVisit);
         }
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let inserted = tx.execute(
             "INSERT INTO alert_acks (visit_id, device_id, at_ms) VALUES (?1, ?2, ?3)
              ON CONFLICT (visit_id) DO NOTHING",
@@ -301,7 +307,7 @@ impl Store {
         action: &StaffAction,
         at: Millis,
     ) -> anyhow::Result<ActionOutcome> {
-        let tx = self.conn.transaction()?;
+        let tx = self.write()?;
         let exists = |sql: &str| -> rusqlite::Result<Option<String>> {
             tx.query_row(sql, [action_id], |r| r.get(0)).optional()
         };
@@ -392,21 +398,53 @@ impl Store {
         })
     }
 
-    /// Looks a device token up by its hash.
-    pub fn device_by_token(&self, token_hash: &[u8; 32]) -> anyhow::Result<DeviceAuth> {
-        let device = self
+    /// Looks a device token up by its hash; a tablet unused for `idle_ms` has expired. Notes
+    /// the use (at most hourly).
+    pub fn device_by_token(
+        &mut self,
+        token_hash: &[u8; 32],
+        now: Millis,
+        idle_ms: Millis,
+    ) -> anyhow::Result<DeviceAuth> {
+        let found = self
             .conn
             .query_row(
-                "SELECT id, name, paired_at_ms, revoked_at_ms FROM pos_devices WHERE token_hash = ?1",
+                "SELECT id, name, paired_at_ms, revoked_at_ms, coalesce(last_used_ms, paired_at_ms)
+                 FROM pos_devices WHERE token_hash = ?1",
                 [token_hash.as_slice()],
-                device_row,
+                |r| Ok((device_row(r)?, r.get::<_, Millis>(4)?)),
             )
             .optional()?;
-        Ok(match device {
-            Some(d) if d.revoked_at_ms.is_some() => DeviceAuth::Revoked,
-            Some(d) => DeviceAuth::Valid(d),
-            None => DeviceAuth::Unknown,
-        })
+        let Some((device, last_used)) = found else {
+            return Ok(DeviceAuth::Unknown);
+        };
+        if device.revoked_at_ms.is_some() {
+            return Ok(DeviceAuth::Revoked);
+        }
+        if now.saturating_sub(last_used) > idle_ms {
+            return Ok(DeviceAuth::Expired);
+        }
+        if now.saturating_sub(last_used) > LAST_USED_RESOLUTION_MS {
+            self.conn.execute(
+                "UPDATE pos_devices SET last_used_ms = ?2 WHERE id = ?1",
+                params![device.id, now],
+            )?;
+        }
+        Ok(DeviceAuth::Valid(device))
+    }
+
+    /// Gives a tablet a new token (the old one stops working), keeping its pairing.
+    pub fn rotate_device_token(
+        &mut self,
+        device: i64,
+        token_hash: &[u8; 32],
+        now: Millis,
+    ) -> anyhow::Result<bool> {
+        Ok(self.conn.execute(
+            "UPDATE pos_devices SET token_hash = ?2, last_used_ms = ?3
+             WHERE id = ?1 AND revoked_at_ms IS NULL",
+            params![device, token_hash.as_slice(), now],
+        )? == 1)
     }
 
     pub fn devices(&self) -> anyhow::Result<Vec<Device>> {
@@ -450,24 +488,100 @@ impl Store {
         )? == 1)
     }
 
-    /// The owner's PIN (salt, hash), once set.
-    pub fn owner_pin(&self) -> anyhow::Result<Option<(Vec<u8>, Vec<u8>)>> {
+    /// The owner's PIN, once set.
+    pub fn owner_pin(&self) -> anyhow::Result<Option<StoredPin>> {
         Ok(self
             .conn
             .query_row(
-                "SELECT pin_salt, pin_hash FROM owner WHERE id = 1",
+                "SELECT pin_phc, pin_salt, pin_hash FROM owner WHERE id = 1",
                 [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| {
+                    Ok(match r.get::<_, Option<String>>(0)? {
+                        Some(phc) => StoredPin::Phc(phc),
+                        None => StoredPin::Legacy {
+                            salt: r.get(1)?,
+                            hash: r.get(2)?,
+                        },
+                    })
+                },
             )
             .optional()?)
     }
 
-    /// Sets the owner's PIN if none is set yet; returns whether it was set.
-    pub fn set_owner_pin(&mut self, salt: &[u8], hash: &[u8]) -> anyhow::Result<bool> {
-        Ok(self.conn.execute(
-            "INSERT INTO owner (id, pin_salt, pin_hash) VALUES (1, ?1, ?2) ON CONFLICT (id) DO NOTHING",
-            params![salt, hash],
-        )? == 1)
+    /// Sets the owner's PIN (a PHC string) if none is set yet, and forgets the setup code;
+    /// returns whether it was set.
+    pub fn set_owner_pin(&mut self, phc: &str) -> anyhow::Result<bool> {
+        let tx = self.write()?;
+        let set = tx.execute(
+            "INSERT INTO owner (id, pin_salt, pin_hash, pin_phc) VALUES (1, x'', x'', ?1)
+             ON CONFLICT (id) DO NOTHING",
+            [phc],
+        )? == 1;
+        if set {
+            tx.execute("UPDATE meta SET setup_code = NULL", [])?;
+        }
+        tx.commit()?;
+        Ok(set)
+    }
+
+    /// Replaces the owner's PIN if it is still `current` (a change, or a first-release hash
+    /// upgraded to a PHC string); returns whether it did.
+    pub fn replace_owner_pin(&mut self, current: &StoredPin, phc: &str) -> anyhow::Result<bool> {
+        let tx = self.write()?;
+        if tx_owner_pin(&tx)?.as_ref() != Some(current) {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE owner SET pin_phc = ?1, pin_salt = x'', pin_hash = x'' WHERE id = 1",
+            [phc],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Forgets the owner's PIN (`tastesync-edge owner reset-pin`, shell access on the box
+    /// needed) and returns a new setup code for setting one again.
+    pub fn reset_owner_pin(&mut self) -> anyhow::Result<String> {
+        let code = crate::pos::auth::new_setup_code();
+        let tx = self.write()?;
+        tx.execute("DELETE FROM owner", [])?;
+        tx.execute("UPDATE meta SET setup_code = ?1", [&code])?;
+        tx.commit()?;
+        Ok(code)
+    }
+
+    /// The one-time setup code, made now if there is none; `None` once the PIN is set.
+    pub fn setup_code(&mut self) -> anyhow::Result<Option<String>> {
+        let tx = self.write()?;
+        if tx_owner_pin(&tx)?.is_some() {
+            return Ok(None);
+        }
+        let code: Option<String> = tx.query_row("SELECT setup_code FROM meta", [], |r| r.get(0))?;
+        let code = match code {
+            Some(code) => code,
+            None => {
+                let code = crate::pos::auth::new_setup_code();
+                tx.execute("UPDATE meta SET setup_code = ?1", [&code])?;
+                code
+            }
+        };
+        tx.commit()?;
+        Ok(Some(code))
+    }
+
+    /// Deletes visits (with their acknowledgements, orders and feedback) that arrived before
+    /// `before`, except any an event still waiting for the cloud names: the outbox is never
+    /// trimmed, and what it refers to stays until the cloud has it. Returns how many.
+    pub fn apply_retention(&mut self, before: Millis) -> anyhow::Result<usize> {
+        let tx = self.write()?;
+        let deleted = tx.execute(
+            "DELETE FROM visits WHERE arrived_at_ms < ?1 AND left_at_ms IS NOT NULL
+             AND visit_id NOT IN (SELECT json_extract(body, '$.visit_id') FROM outbox
+                                  WHERE json_extract(body, '$.visit_id') IS NOT NULL)",
+            [before as i64],
+        )?;
+        tx.commit()?;
+        Ok(deleted)
     }
 
     /// The owner's page figures for visits since `since` (the owner's local midnight);
@@ -524,4 +638,23 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
         paired_at_ms: r.get(2)?,
         revoked_at_ms: r.get(3)?,
     })
+}
+
+/// The owner's PIN as a transaction sees it.
+fn tx_owner_pin(tx: &rusqlite::Transaction<'_>) -> anyhow::Result<Option<StoredPin>> {
+    Ok(tx
+        .query_row(
+            "SELECT pin_phc, pin_salt, pin_hash FROM owner WHERE id = 1",
+            [],
+            |r| {
+                Ok(match r.get::<_, Option<String>>(0)? {
+                    Some(phc) => StoredPin::Phc(phc),
+                    None => StoredPin::Legacy {
+                        salt: r.get(1)?,
+                        hash: r.get(2)?,
+                    },
+                })
+            },
+        )
+        .optional()?)
 }

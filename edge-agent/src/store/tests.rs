@@ -204,10 +204,7 @@ fn reopening_keeps_data_and_refuses_a_newer_schema() {
         store
             .import_customers(&csv(&dir, "c.csv", "customer_ref,display_name\nC1,Minji\n"))
             .unwrap();
-        store
-            .connection()
-            .pragma_update(None, "user_version", 99)
-            .unwrap();
+        store.conn.pragma_update(None, "user_version", 99).unwrap();
     }
     let err = Store::open(&path).err().unwrap();
     assert!(

@@ -2,7 +2,7 @@
 const TEXT = {
   en: {
     title_pos: "TasteSync POS", title_owner: "TasteSync owner",
-    pair_title: "Pair this tablet", pair_help: "Enter the 6-digit code shown on the owner page.",
+    pair_title: "Pair this tablet", pair_help: "Enter the 8-digit code shown on the owner page.",
     pair_code: "Pairing code", pair_name: "Tablet name", pair_button: "Pair",
     in_shop: "In the shop now", alerts: "Arrivals", no_alerts: "Waiting for customers…",
     is_here: "{name} is here", visit_nth: "{n} visit", first_visit: "first visit",
@@ -12,7 +12,8 @@ const TEXT = {
     feedback: "Feedback", feedback_prompt: "How satisfied was the customer?", comment: "Comment (private to the owner)",
     save: "Save", cancel: "Cancel", saved: "Saved", left: "left after {min} min",
     connected: "Live", reconnecting: "Reconnecting…", unpaired: "This tablet was unpaired. Pair it again.",
-    owner_setup: "Set the owner's PIN", owner_setup_help: "At least 6 characters. Only the owner should know it.",
+    owner_setup: "Set the owner's PIN", owner_setup_help: "At least 6 characters, not a run or repeat of digits. Only the owner should know it.",
+    setup_code: "Setup code (on the box's label)", change_pin: "Change the PIN", current_pin: "Current PIN", new_pin: "New PIN", pin_changed: "PIN changed",
     owner_login: "Owner login", pin: "PIN or passphrase", login: "Log in", set_pin: "Set PIN",
     present: "In the shop now", visits_today: "Visits today", returning: "Returning customers",
     dwell: "Average stay", satisfaction: "Satisfaction (private)", busiest: "Busiest hours",
@@ -30,7 +31,7 @@ const TEXT = {
   },
   ko: {
     title_pos: "TasteSync POS", title_owner: "TasteSync 사장님 페이지",
-    pair_title: "태블릿 연결", pair_help: "사장님 페이지에 표시된 6자리 코드를 입력하세요.",
+    pair_title: "태블릿 연결", pair_help: "사장님 페이지에 표시된 8자리 코드를 입력하세요.",
     pair_code: "연결 코드", pair_name: "태블릿 이름", pair_button: "연결",
     in_shop: "지금 매장에", alerts: "방문 알림", no_alerts: "손님을 기다리는 중…",
     is_here: "{name} 님 방문", visit_nth: "{n}번째 방문", first_visit: "첫 방문",
@@ -40,7 +41,8 @@ const TEXT = {
     feedback: "피드백", feedback_prompt: "손님의 만족도는?", comment: "메모 (사장님만 볼 수 있음)",
     save: "저장", cancel: "취소", saved: "저장됨", left: "{min}분 머물고 떠남",
     connected: "실시간", reconnecting: "다시 연결 중…", unpaired: "이 태블릿의 연결이 해제되었습니다. 다시 연결하세요.",
-    owner_setup: "사장님 PIN 설정", owner_setup_help: "6자 이상. 사장님만 알고 있어야 합니다.",
+    owner_setup: "사장님 PIN 설정", owner_setup_help: "6자 이상, 연속되거나 반복되는 숫자는 안 됩니다. 사장님만 알고 있어야 합니다.",
+    setup_code: "설정 코드 (장치 라벨에 있음)", change_pin: "PIN 변경", current_pin: "현재 PIN", new_pin: "새 PIN", pin_changed: "PIN이 변경되었습니다",
     owner_login: "사장님 로그인", pin: "PIN 또는 암호", login: "로그인", set_pin: "PIN 설정",
     present: "지금 매장에", visits_today: "오늘 방문", returning: "재방문 비율",
     dwell: "평균 체류", satisfaction: "만족도 (비공개)", busiest: "붐비는 시간",

@@ -23,6 +23,7 @@ async function showLogin() {
   document.getElementById("login-title").textContent = t(pinSet ? "owner_login" : "owner_setup");
   document.getElementById("login-help").textContent = pinSet ? "" : t("owner_setup_help");
   document.getElementById("login-button").textContent = t(pinSet ? "login" : "set_pin");
+  document.getElementById("setup-code-field").hidden = pinSet || !status.setup_code_required;
   const unclaimed = document.getElementById("login-unclaimed");
   unclaimed.hidden = status.box.standing !== "setup";
   unclaimed.textContent = t("claim_after_login");
@@ -33,7 +34,9 @@ document.getElementById("login-form").addEventListener("submit", async (e) => {
   const res = await fetch(pinSet ? "/api/owner/login" : "/api/owner/setup", {
     method: "POST",
     headers: { "Content-Type": "application/json" },
-    body: JSON.stringify({ pin: document.getElementById("pin").value }),
+    body: JSON.stringify(pinSet
+      ? { pin: document.getElementById("pin").value }
+      : { pin: document.getElementById("pin").value, setup_code: document.getElementById("setup-code").value }),
   });
   const body = await res.json().catch(() => ({}));
   if (!res.ok) { document.getElementById("login-error").textContent = body.error || res.statusText; return; }
@@ -131,3 +134,24 @@ async function showDashboard() {
 applyText();
 if (session) showDashboard().catch(() => showLogin()); else showLogin();
 setInterval(() => { if (session && !document.getElementById("dashboard").hidden) refresh().catch(() => {}); }, 5000);
+
+document.getElementById("pin-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const error = document.getElementById("pin-error");
+  error.textContent = "";
+  try {
+    const body = await api("/api/owner/pin", {
+      method: "POST",
+      body: JSON.stringify({
+        current_pin: document.getElementById("current-pin").value,
+        new_pin: document.getElementById("new-pin").value,
+      }),
+    });
+    session = body.token;
+    sessionStorage.setItem("ownerSession", session);
+    document.getElementById("pin-form").reset();
+    error.textContent = t("pin_changed");
+  } catch (err) {
+    error.textContent = err.message;
+  }
+});

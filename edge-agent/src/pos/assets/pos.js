@@ -65,15 +65,31 @@ async function load() {
   }
 }
 
-function connect(since) {
+// The live stream opens with a single-use ticket (the device token never goes in a URL), so
+// the page reconnects itself, with a new ticket, from the last event it saw: the box replays
+// what was missed.
+let lastEventId = 0;
+
+async function connect(since) {
   if (source) source.close();
-  // On reconnect the browser sends Last-Event-ID itself: the box replays what was missed.
-  source = new EventSource(`/api/stream?token=${encodeURIComponent(token)}&since=${since}`);
+  lastEventId = since;
+  let ticket;
+  try {
+    ticket = (await api("/api/stream-tickets", { method: "POST", body: "{}" })).ticket;
+  } catch (e) {
+    if (e instanceof Unpaired) return showPairing(t("unpaired"));
+    setStatus(false);
+    return setTimeout(() => connect(lastEventId), 2000);
+  }
+  source = new EventSource(`/api/stream?ticket=${encodeURIComponent(ticket)}&since=${since}`);
+  const seen = (e) => { if (e.lastEventId) lastEventId = Number(e.lastEventId); };
   source.onopen = () => setStatus(true);
   source.onerror = () => {
     setStatus(false);
-    if (source.readyState === EventSource.CLOSED) setTimeout(load, 2000);
+    source.close();
+    setTimeout(() => connect(lastEventId), 2000);
   };
+  for (const kind of ["arrival", "departure", "ack"]) source.addEventListener(kind, seen);
   source.addEventListener("arrival", (e) => {
     const alert = JSON.parse(e.data);
     alert.fresh = true;
@@ -201,8 +217,24 @@ document.getElementById("pair-form").addEventListener("submit", async (e) => {
   }
   token = body.token;
   localStorage.setItem("deviceToken", token);
+  localStorage.setItem("tokenRotatedAt", String(Date.now()));
   start();
 });
+
+// A tablet's token is renewed monthly, keeping its pairing.
+async function rotateToken() {
+  const at = Number(localStorage.getItem("tokenRotatedAt"));
+  if (!at) return localStorage.setItem("tokenRotatedAt", String(Date.now())); // counting from now
+  if (Date.now() - at < 30 * 86400000) return;
+  try {
+    const body = await api("/api/devices/rotate", { method: "POST", body: "{}" });
+    token = body.token;
+    localStorage.setItem("deviceToken", token);
+    localStorage.setItem("tokenRotatedAt", String(Date.now()));
+  } catch (e) {
+    if (e instanceof Unpaired) showPairing(t("unpaired"));
+  }
+}
 
 document.getElementById("lang").addEventListener("click", () => switchLanguage(render));
 
@@ -212,7 +244,7 @@ function start() {
   document.getElementById("pairing").hidden = true;
   document.getElementById("app").hidden = false;
   setStatus(false);
-  load();
+  rotateToken().finally(load);
 }
 
 start();
