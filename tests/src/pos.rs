@@ -25,13 +25,27 @@ pub struct PosBox {
 }
 
 impl PosBox {
+    /// The box with its POS on loopback, as the owner's own machine sees it.
     pub fn start() -> PosBox {
+        PosBox::start_with("127.0.0.1:0", "")
+    }
+
+    /// The box with its POS on every interface, reached at this machine's LAN address (as a
+    /// tablet, or an attacker, on the shop's Wi-Fi reaches it); `pos` adds `[pos]` keys.
+    pub fn start_on_lan(pos: &str) -> PosBox {
+        let mut pos_box = PosBox::start_with("0.0.0.0:0", pos);
+        let port = pos_box.base.rsplit_once(':').unwrap().1.to_string();
+        pos_box.base = format!("http://{}:{port}", lan_address());
+        pos_box
+    }
+
+    fn start_with(listen: &str, pos: &str) -> PosBox {
         let shop = Shop::new();
         shop.import_customers(CUSTOMERS);
         let config = shop.write(
             "edge.toml",
             &format!(
-                "database = {:?}\n[scanner]\nsource = \"ble\"\nzone = \"counter\"\n[pos]\nlisten = \"127.0.0.1:0\"\nannounce = false\n",
+                "database = {:?}\n[scanner]\nsource = \"ble\"\nzone = \"counter\"\n[pos]\nlisten = {listen:?}\nannounce = false\n{pos}\n",
                 shop.db()
             ),
         );
@@ -84,15 +98,25 @@ impl PosBox {
 
     /// Sets the owner's PIN (first use) and returns the owner's session token.
     pub fn owner_session(&self, pin: &str) -> String {
-        let response = self
-            .http
-            .post(self.url("/api/owner/setup"))
+        PosBox::owner_session_at(&self.base, pin)
+    }
+
+    /// Sets the owner's PIN through the POS at `base` (from this machine itself, where no
+    /// setup code is needed); returns the session token.
+    pub fn owner_session_at(base: &str, pin: &str) -> String {
+        let response = crate::http()
+            .post(format!("{base}/api/owner/setup"))
             .json(&serde_json::json!({"pin": pin}))
             .send()
             .unwrap();
         assert_eq!(response.status(), 201);
         let body: serde_json::Value = response.json().unwrap();
         body["token"].as_str().unwrap().to_string()
+    }
+
+    /// The POS's port.
+    pub fn port(&self) -> u16 {
+        self.base.rsplit_once(':').unwrap().1.parse().unwrap()
     }
 
     /// The owner page's data.
@@ -205,4 +229,20 @@ pub struct SseEvent {
 
 fn mac(minor: u16) -> String {
     format!("c0:11:22:33:44:{minor:02x}")
+}
+
+/// This machine's address on its LAN (not loopback), as another device there would reach it.
+pub fn lan_address() -> std::net::IpAddr {
+    // Connecting a UDP socket sends nothing; it only picks the route and its source address.
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").expect("a UDP socket");
+    socket
+        .connect("192.0.2.1:9")
+        .or_else(|_| socket.connect("10.255.255.1:9"))
+        .expect("a route off this machine");
+    let address = socket.local_addr().expect("a local address").ip();
+    assert!(
+        !address.is_loopback(),
+        "this machine needs a non-loopback address for the LAN tests"
+    );
+    address
 }
