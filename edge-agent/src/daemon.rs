@@ -184,7 +184,10 @@ pub async fn run(
         tokio::time::interval_at(tokio::time::Instant::now() + HEALTH_REPORT, HEALTH_REPORT);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut reload = tokio::time::interval(RELOAD_CHECK);
-    let mut retention = tokio::time::interval(RETENTION_EVERY); // at start, then daily
+    let retention_before = |now: Millis| now.saturating_sub(config.retention_days * 86_400_000);
+    apply_retention(&health_store, retention_before(now_ms())).await;
+    let mut retention =
+        tokio::time::interval_at(tokio::time::Instant::now() + RETENTION_EVERY, RETENTION_EVERY);
     let mut shutdown = shutdown;
     let mut events = Vec::new();
     let mut last_at: Option<Millis> = None;
@@ -204,10 +207,7 @@ pub async fn run(
                 let report = health_body("running", &health_tx.borrow());
                 record_health(&health_store, report).await;
             }
-            _ = retention.tick() => {
-                let before = now_ms().saturating_sub(config.retention_days * 86_400_000);
-                apply_retention(&health_store, before).await;
-            }
+            _ = retention.tick() => apply_retention(&health_store, retention_before(now_ms())).await,
             _ = index_changed.notified() => {
                 reload_index(&mut reader, &mut pipeline, last_at.filter(|_| !live)).await?;
             }

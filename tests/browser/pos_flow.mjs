@@ -11,6 +11,7 @@ const base = process.env.BASE_URL;
 const token = process.env.DEVICE_TOKEN;
 const shots = process.env.SCREENSHOT_DIR;
 const name = process.env.CUSTOMER_NAME;
+const setupCode = process.env.SETUP_CODE;
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -68,7 +69,15 @@ try {
   await owner.waitForSelector("#login:not([hidden])");
   // This box belongs to no shop yet: the owner is told to claim it.
   await owner.waitForSelector("#login-unclaimed:not([hidden])");
-  await owner.fill("#pin", "246810");
+  // From the shop's network, setting the PIN takes the code on the box's label: a weak PIN is
+  // refused with the reason, then a good one is set.
+  await owner.waitForSelector("#setup-code-field:not([hidden])");
+  await owner.fill("#setup-code", setupCode);
+  await owner.fill("#pin", "123456");
+  await owner.click("#login-button");
+  await owner.locator("#login-error", { hasText: "run of digits" }).waitFor({ timeout: 5000 });
+  await owner.screenshot({ path: `${shots}/owner-setup.png` });
+  await owner.fill("#pin", "246813");
   await owner.click("#login-button");
   await owner.waitForSelector("#dashboard:not([hidden])");
   await owner.locator("#f-satisfaction", { hasText: "100%" }).waitFor({ timeout: 10000 });
@@ -89,6 +98,14 @@ try {
   await owner.click("#claim-button");
   await owner.locator("#claim-error", { hasText: "no cloud address is configured" }).waitFor({ timeout: 5000 });
   await owner.screenshot({ path: `${shots}/owner-claim.png`, fullPage: true });
+
+  // The owner changes the PIN with the current one; the page keeps working.
+  await owner.fill("#current-pin", "246813");
+  await owner.fill("#new-pin", "975318");
+  await owner.click("#pin-button");
+  await owner.locator("#pin-error", { hasText: "PIN이 변경되었습니다" }).waitFor({ timeout: 10000 });
+  await owner.locator("#f-visits", { hasText: "1" }).waitFor({ timeout: 10000 });
+  await owner.screenshot({ path: `${shots}/owner-pin-changed.png`, fullPage: true });
   console.log("DONE");
 } catch (e) {
   await fail(String(e && e.stack || e));

@@ -17,8 +17,12 @@ fn staff_see_an_arrival_within_a_second_and_handle_it_and_the_owner_sees_satisfa
     );
     let shots = workspace().join("target/test-artifacts");
     std::fs::create_dir_all(&shots).unwrap();
-    let mut pos = PosBox::start();
+    // Reached at the machine's LAN address, as a tablet on the shop's Wi-Fi reaches it: the
+    // owner's first setup then needs the box's setup code.
+    let mut pos = PosBox::start_on_lan("");
     let token = pos.pair("Browser tablet");
+    let setup_code = pos.shop.edge_ok(&["setup-code", "--db", &pos.shop.db()]);
+    let setup_code = setup_code.split_whitespace().nth(2).unwrap().to_string();
 
     let mut node = Command::new("node")
         .arg(browser_dir.join("pos_flow.mjs"))
@@ -27,6 +31,7 @@ fn staff_see_an_arrival_within_a_second_and_handle_it_and_the_owner_sees_satisfa
         .env("DEVICE_TOKEN", &token)
         .env("SCREENSHOT_DIR", &shots)
         .env("CUSTOMER_NAME", "Minji Kim")
+        .env("SETUP_CODE", &setup_code)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -66,8 +71,10 @@ fn staff_see_an_arrival_within_a_second_and_handle_it_and_the_owner_sees_satisfa
         "pos-alert.png",
         "pos-handled.png",
         "pos-korean.png",
+        "owner-setup.png",
         "owner.png",
         "owner-claim.png",
+        "owner-pin-changed.png",
     ] {
         assert!(shots.join(shot).exists(), "{shot}");
     }

@@ -139,6 +139,7 @@ document.getElementById("pin-form").addEventListener("submit", async (e) => {
   e.preventDefault();
   const error = document.getElementById("pin-error");
   error.textContent = "";
+  error.classList.remove("ok");
   try {
     const body = await api("/api/owner/pin", {
       method: "POST",
@@ -151,6 +152,7 @@ document.getElementById("pin-form").addEventListener("submit", async (e) => {
     sessionStorage.setItem("ownerSession", session);
     document.getElementById("pin-form").reset();
     error.textContent = t("pin_changed");
+    error.classList.add("ok");
   } catch (err) {
     error.textContent = err.message;
   }
