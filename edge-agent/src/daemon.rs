@@ -186,8 +186,10 @@ pub async fn run(
     let mut reload = tokio::time::interval(RELOAD_CHECK);
     let retention_before = |now: Millis| now.saturating_sub(config.retention_days * 86_400_000);
     apply_retention(&health_store, retention_before(now_ms())).await;
-    let mut retention =
-        tokio::time::interval_at(tokio::time::Instant::now() + RETENTION_EVERY, RETENTION_EVERY);
+    let mut retention = tokio::time::interval_at(
+        tokio::time::Instant::now() + RETENTION_EVERY,
+        RETENTION_EVERY,
+    );
     let mut shutdown = shutdown;
     let mut events = Vec::new();
     let mut last_at: Option<Millis> = None;
