@@ -196,6 +196,78 @@ fn eid_keys_import_and_removal_deletes_everything() {
 }
 
 #[test]
+fn writers_in_two_connections_never_fail_with_a_stale_snapshot() {
+    // Each write reads first (the customer's ref, the visit) and then writes; as deferred
+    // transactions, two connections doing this at once failed with SQLITE_BUSY_SNAPSHOT,
+    // which no busy timeout waits out.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.db");
+    let mut first = Store::open(&path).unwrap();
+    first
+        .import_customers(&csv(&dir, "c.csv", "customer_ref,display_name\nC1,Minji\n"))
+        .unwrap();
+    let customer = first.customers().unwrap()[0].id;
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let mut store = Store::open(&path).unwrap();
+                for i in 0..300u64 {
+                    let arrived = CustomerArrived {
+                        visit_id: Uuid::now_v7(),
+                        customer,
+                        zone: "counter".into(),
+                        arrived_at_ms: 1_000_000 + w * 10_000 + i,
+                    };
+                    store.record_arrival(&arrived).unwrap();
+                    let action = StaffAction::Order {
+                        items: vec!["tea".into()],
+                    };
+                    let outcome = store
+                        .record_action(
+                            &Uuid::now_v7().to_string(),
+                            &arrived.visit_id.to_string(),
+                            1,
+                            &action,
+                            2_000_000,
+                        )
+                        .unwrap();
+                    assert_eq!(outcome, ActionOutcome::Recorded);
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().expect("no write failed");
+    }
+    assert_eq!(first.visits(10_000).unwrap().len(), 600);
+    assert_eq!(first.outbox_pending().unwrap(), 1200);
+}
+
+#[test]
+fn the_store_file_is_private_and_failures_say_what_they_are() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("edge.db");
+    drop(Store::open(&path).unwrap());
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "it holds customers' names and notes");
+
+    let full = anyhow::Error::from(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_FULL),
+        None,
+    ));
+    assert_eq!(Failure::of(&full), Failure::Full);
+    let busy = anyhow::Error::from(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_BUSY),
+        None,
+    ))
+    .context("recording an arrival");
+    assert_eq!(Failure::of(&busy), Failure::Busy);
+    assert!(Failure::Full.explain().contains("free disk space"));
+}
+
+#[test]
 fn reopening_keeps_data_and_refuses_a_newer_schema() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("edge.db");
