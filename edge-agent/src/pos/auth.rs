@@ -455,4 +455,14 @@ mod tests {
         let late = tickets.issue(7, 1000);
         assert_eq!(tickets.redeem(&late, 1000 + STREAM_TICKET_TTL_MS + 1), None);
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_typed_pin_or_code_is_judged_without_panicking(text in "\\PC{0,200}") {
+            let _ = pin_weakness(&text);
+            let _ = normalize_setup_code(&text);
+            let stored = StoredPin::Legacy { salt: vec![1; 16], hash: vec![2; 32] };
+            let _ = stored.fingerprint();
+        }
+    }
 }

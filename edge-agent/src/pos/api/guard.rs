@@ -107,4 +107,11 @@ mod tests {
             assert!(!names_this_box(refused, &names), "{refused}");
         }
     }
+
+    proptest::proptest! {
+        #[test]
+        fn any_host_header_is_judged_without_panicking(text in "\\PC{0,80}") {
+            let _ = names_this_box(&text, &["tastesync-x.local".to_string()]);
+        }
+    }
 }
