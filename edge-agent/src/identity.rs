@@ -109,14 +109,10 @@ impl Identity {
 
 /// `tsb-xxxx-xxxx-xxxx-xxxx` with 80 random bits.
 fn new_box_id() -> String {
-    const ALPHABET: &[u8; 32] = b"0123456789abcdefghjkmnpqrstvwxyz";
     let mut random = [0u8; 16];
     getrandom::fill(&mut random).expect("the OS random number generator");
-    let symbols: Vec<char> = random
-        .iter()
-        .map(|b| ALPHABET[usize::from(b % 32)] as char)
-        .collect();
-    let groups: Vec<String> = symbols.chunks(4).map(|c| c.iter().collect()).collect();
+    let symbols = tastesync_shared::typed_code::from_random(&random).to_ascii_lowercase();
+    let groups: Vec<&str> = (0..4).map(|i| &symbols[i * 4..i * 4 + 4]).collect();
     format!("tsb-{}", groups.join("-"))
 }
 

@@ -9,6 +9,7 @@ pub mod downlink;
 pub mod eid;
 pub mod hexfmt;
 pub mod provisioning;
+pub mod typed_code;
 pub mod wire;
 
 pub use beacon::{Beacon, BeaconIdentity, Decoded, TagId, Tlm, decode_advertisement, decode_any};

@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tastesync_shared::provisioning::BoxStanding;
+use tastesync_shared::typed_code;
 use tastesync_shared::wire::is_valid_id;
 use tokio_postgres::{Client, GenericClient, Transaction};
 
@@ -17,7 +18,6 @@ use tokio_postgres::{Client, GenericClient, Transaction};
 pub const CLAIM_FAILURES_ALLOWED: i32 = 10;
 pub const CLAIM_FAILURE_WINDOW: Duration = Duration::from_secs(600);
 /// Claim codes: 12 symbols of Crockford's base32 (60 bits), shown as XXXX-XXXX-XXXX.
-const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 const CODE_LEN: usize = 12;
 
 /// Creates a shop; false if it already exists.
@@ -55,10 +55,7 @@ pub async fn new_claim_code(
     }
     let mut random = [0u8; CODE_LEN];
     getrandom::fill(&mut random).expect("the OS random number generator");
-    let code: String = random
-        .iter()
-        .map(|b| CODE_ALPHABET[usize::from(b % 32)] as char)
-        .collect();
+    let code = typed_code::from_random(&random);
     client
         .execute(
             "INSERT INTO claim_codes (code_hash, shop_id, expires_at)
@@ -69,19 +66,9 @@ pub async fn new_claim_code(
     Ok(format!("{}-{}-{}", &code[..4], &code[4..8], &code[8..]))
 }
 
-/// A claim code as typed: case, spaces and dashes do not matter, and the letters people
-/// confuse with digits (O, I, L) read as those digits. `None` if it cannot be a code.
+/// A claim code as typed (see `typed_code::normalize`); `None` if it cannot be one.
 pub fn normalize_code(typed: &str) -> Option<String> {
-    let code: String = typed
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .map(|c| match c.to_ascii_uppercase() {
-            'O' => '0',
-            'I' | 'L' => '1',
-            c => c,
-        })
-        .collect();
-    (code.len() == CODE_LEN && code.bytes().all(|b| CODE_ALPHABET.contains(&b))).then_some(code)
+    typed_code::normalize(typed, CODE_LEN)
 }
 
 fn code_hash(normalized: &str) -> Vec<u8> {

@@ -13,6 +13,7 @@ use std::sync::Mutex;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use sha2::{Digest, Sha256};
+use tastesync_shared::typed_code;
 
 use crate::Millis;
 
@@ -25,7 +26,7 @@ pub const STREAM_TICKET_TTL_MS: Millis = 30_000;
 /// Shortest owner PIN or passphrase.
 pub const MIN_PIN_LEN: usize = 6;
 /// Setup codes: 8 symbols of Crockford's base32 (40 bits), printed on the box's label.
-const SETUP_CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+const SETUP_CODE_LEN: usize = 8;
 
 /// A new random token (64 hex digits).
 pub fn new_token() -> String {
@@ -46,24 +47,13 @@ pub fn new_pairing_code() -> String {
 
 /// A new setup code, `XXXX-XXXX`.
 pub fn new_setup_code() -> String {
-    let symbols: String = random::<8>()
-        .iter()
-        .map(|b| SETUP_CODE_ALPHABET[usize::from(b % 32)] as char)
-        .collect();
+    let symbols = typed_code::from_random(&random::<SETUP_CODE_LEN>());
     format!("{}-{}", &symbols[..4], &symbols[4..])
 }
 
-/// A setup code as typed: case, spaces and dashes do not matter, O reads as 0, I and L as 1.
-pub fn normalize_setup_code(typed: &str) -> String {
-    typed
-        .chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .map(|c| match c.to_ascii_uppercase() {
-            'O' => '0',
-            'I' | 'L' => '1',
-            c => c,
-        })
-        .collect()
+/// A setup code as typed (see `typed_code::normalize`); `None` if it cannot be one.
+pub fn normalize_setup_code(typed: &str) -> Option<String> {
+    typed_code::normalize(typed, SETUP_CODE_LEN)
 }
 
 /// SHA-256 of a token or code: what the store keeps.
@@ -390,7 +380,7 @@ mod tests {
         assert_eq!(setup.len(), 9);
         assert_eq!(
             normalize_setup_code(&setup.to_lowercase()),
-            setup.replace('-', "")
+            Some(setup.replace('-', ""))
         );
         assert_ne!(new_token(), new_token());
     }

@@ -490,22 +490,7 @@ impl Store {
 
     /// The owner's PIN, once set.
     pub fn owner_pin(&self) -> anyhow::Result<Option<StoredPin>> {
-        Ok(self
-            .conn
-            .query_row(
-                "SELECT pin_phc, pin_salt, pin_hash FROM owner WHERE id = 1",
-                [],
-                |r| {
-                    Ok(match r.get::<_, Option<String>>(0)? {
-                        Some(phc) => StoredPin::Phc(phc),
-                        None => StoredPin::Legacy {
-                            salt: r.get(1)?,
-                            hash: r.get(2)?,
-                        },
-                    })
-                },
-            )
-            .optional()?)
+        read_owner_pin(&self.conn)
     }
 
     /// Sets the owner's PIN (a PHC string) if none is set yet, and forgets the setup code;
@@ -528,7 +513,7 @@ impl Store {
     /// upgraded to a PHC string); returns whether it did.
     pub fn replace_owner_pin(&mut self, current: &StoredPin, phc: &str) -> anyhow::Result<bool> {
         let tx = self.write()?;
-        if tx_owner_pin(&tx)?.as_ref() != Some(current) {
+        if read_owner_pin(&tx)?.as_ref() != Some(current) {
             return Ok(false);
         }
         tx.execute(
@@ -553,7 +538,7 @@ impl Store {
     /// The one-time setup code, made now if there is none; `None` once the PIN is set.
     pub fn setup_code(&mut self) -> anyhow::Result<Option<String>> {
         let tx = self.write()?;
-        if tx_owner_pin(&tx)?.is_some() {
+        if read_owner_pin(&tx)?.is_some() {
             return Ok(None);
         }
         let code: Option<String> = tx.query_row("SELECT setup_code FROM meta", [], |r| r.get(0))?;
@@ -640,9 +625,9 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
     })
 }
 
-/// The owner's PIN as a transaction sees it.
-fn tx_owner_pin(tx: &rusqlite::Transaction<'_>) -> anyhow::Result<Option<StoredPin>> {
-    Ok(tx
+/// The owner's PIN as a connection (or a transaction) sees it.
+fn read_owner_pin(conn: &rusqlite::Connection) -> anyhow::Result<Option<StoredPin>> {
+    Ok(conn
         .query_row(
             "SELECT pin_phc, pin_salt, pin_hash FROM owner WHERE id = 1",
             [],

@@ -118,9 +118,11 @@ pub(super) async fn owner_setup(
             ));
         }
         let charged = begin(&state.setup_attempts, peer)?;
-        let expected = auth::normalize_setup_code(setup_code.as_deref().unwrap_or_default());
+        let expected = setup_code.as_deref().and_then(auth::normalize_setup_code);
         let typed = auth::normalize_setup_code(typed);
-        if !auth::constant_time_eq(typed.as_bytes(), expected.as_bytes()) {
+        let right = matches!((&typed, &expected),
+            (Some(typed), Some(expected)) if auth::constant_time_eq(typed.as_bytes(), expected.as_bytes()));
+        if !right {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "wrong setup code: it is on the box's label, or run `tastesync-edge setup-code` on the box",
