@@ -92,7 +92,12 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(config: &std::path::Path, bus: &str) -> Daemon {
-        let mut child = Command::new(bin("tastesync-edge"))
+        Daemon::start_binary(&bin("tastesync-edge"), config, bus)
+    }
+
+    /// With another `tastesync-edge` binary (a previous release's).
+    pub fn start_binary(binary: &std::path::Path, config: &std::path::Path, bus: &str) -> Daemon {
+        let mut child = Command::new(binary)
             .args(["run", "--config", config.to_str().unwrap()])
             .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
             .env("RUST_LOG", "info")

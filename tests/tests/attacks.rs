@@ -384,6 +384,39 @@ fn streams_are_bounded_and_tokens_never_ride_in_urls_and_expire() {
     assert_eq!(present(&token).0, 401);
     assert_eq!(present(&new_token).0, 200);
 
+    // An unpaired tablet gets nothing, not even a stream ticket.
+    let owner = PosBox::owner_session_at(&format!("http://127.0.0.1:{}", pos.port()), "482915");
+    let other = pos.pair("Terrace tablet");
+    let terrace = pos.overview(&owner)["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "Terrace tablet")
+        .unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    let other_ticket = ticket(&other);
+    let unpaired = pos
+        .http
+        .delete(pos.url(&format!("/api/owner/devices/{terrace}")))
+        .bearer_auth(&owner)
+        .send()
+        .unwrap();
+    assert_eq!(unpaired.status(), 204);
+    assert_eq!(present(&other).0, 403);
+    let refused = pos
+        .http
+        .post(pos.url("/api/stream-tickets"))
+        .bearer_auth(&other)
+        .send()
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+    assert_eq!(
+        open_stream(&other_ticket).status(),
+        403,
+        "a ticket issued before unpairing opens nothing"
+    );
+
     // A tablet unused past pos.device_idle_days must pair again.
     let db = rusqlite::Connection::open(pos.shop.db()).unwrap();
     db.execute(

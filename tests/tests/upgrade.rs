@@ -200,3 +200,86 @@ fn a_replaced_box_on_the_previous_release_keeps_its_events_instead_of_losing_the
         "HQ sees the conflict, once"
     );
 }
+
+#[test]
+fn an_owner_pin_set_by_the_previous_release_still_works_and_is_stored_with_its_parameters() {
+    use tastesync_e2e::ble::Daemon;
+    let shop = Shop::on_previous_release();
+    let run_pos = |binary: &std::path::Path| {
+        let quiet = shop.quiet_recording("quiet.jsonl", 120, 1000);
+        let config = shop.write(
+            "pos.toml",
+            &format!(
+                "shop_id = \"seoul-1\"\ndatabase = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\n[pos]\nlisten = \"127.0.0.1:0\"\nannounce = false\n",
+                shop.db(),
+                quiet.display().to_string()
+            ),
+        );
+        let daemon = Daemon::start_binary(binary, &config, "unix:path=/nonexistent");
+        let log = daemon.wait_for_log("POS listening on ");
+        let base = log
+            .last()
+            .and_then(|l| l.split("POS listening on ").nth(1))
+            .unwrap()
+            .trim()
+            .to_string();
+        (daemon, base)
+    };
+    let post = |url: String, body: serde_json::Value| {
+        http()
+            .post(url)
+            .json(&body)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let (old, base) = run_pos(&previous_release().join("tastesync-edge"));
+    assert_eq!(
+        post(
+            format!("{base}/api/owner/setup"),
+            serde_json::json!({"pin": "482915"})
+        ),
+        201
+    );
+    assert!(old.terminate(), "the previous release stopped cleanly");
+    let stored = |column: &str| -> Option<String> {
+        rusqlite::Connection::open(shop.db())
+            .unwrap()
+            .query_row(&format!("SELECT {column} FROM owner"), [], |r| r.get(0))
+            .unwrap()
+    };
+
+    let (new, base) = run_pos(&bin("tastesync-edge"));
+    assert_eq!(
+        stored("pin_phc"),
+        None,
+        "a hash of the first release, as it was"
+    );
+    assert_eq!(
+        post(
+            format!("{base}/api/owner/login"),
+            serde_json::json!({"pin": "000000"})
+        ),
+        401
+    );
+    assert_eq!(
+        post(
+            format!("{base}/api/owner/login"),
+            serde_json::json!({"pin": "482915"})
+        ),
+        200,
+        "the old PIN still works"
+    );
+    let phc = stored("pin_phc").expect("upgraded at login");
+    assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+    assert_eq!(
+        post(
+            format!("{base}/api/owner/login"),
+            serde_json::json!({"pin": "482915"})
+        ),
+        200,
+        "and again, from the upgraded hash"
+    );
+    new.terminate();
+}
