@@ -30,9 +30,10 @@ pub struct Config {
     pub eid_refresh_secs: u64,
     pub http: HttpConfig,
     pub provisioning: ProvisioningConfig,
+    pub console: ConsoleConfig,
 }
 
-/// Section `[http]`: the API server (provisioning now, the HQ console next).
+/// Section `[http]`: the API server (provisioning and the HQ console).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HttpConfig {
@@ -60,6 +61,41 @@ pub struct ProvisioningConfig {
     pub box_broker_ca_file: Option<PathBuf>,
 }
 
+/// Section `[console]`: HQ's console and its sign-in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// How long an access token is valid, minutes (1 to 60).
+    pub access_token_minutes: u64,
+    /// How long a refresh token is valid, days (1 to 90); each refresh issues a new one.
+    pub refresh_token_days: u64,
+    /// The `iss` of the tokens this service signs.
+    pub issuer: String,
+    /// An external OpenID Connect provider whose tokens are accepted too.
+    pub oidc: Option<OidcConfig>,
+}
+
+/// Section `[console.oidc]`: tokens from an external OpenID Connect provider. Its users must
+/// also be console users (`tastesync-cloud users add --external`): the provider says who
+/// they are, the console what they may do.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's `iss`, exactly as in its tokens.
+    pub issuer: String,
+    /// Where its public keys are (HTTPS, or HTTP on loopback).
+    pub jwks_url: String,
+    /// The `aud` its tokens for the console carry.
+    pub audience: String,
+    /// The claim holding the user's email.
+    #[serde(default = "default_email_claim")]
+    pub email_claim: String,
+}
+
+fn default_email_claim() -> String {
+    "email".into()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Credentials {
@@ -80,6 +116,7 @@ impl Default for Config {
             eid_refresh_secs: 3600,
             http: HttpConfig::default(),
             provisioning: ProvisioningConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }
@@ -101,6 +138,17 @@ impl Default for ProvisioningConfig {
             box_broker: String::new(),
             box_broker_tls: false,
             box_broker_ca_file: None,
+        }
+    }
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            access_token_minutes: 15,
+            refresh_token_days: 14,
+            issuer: "tastesync-cloud".into(),
+            oidc: None,
         }
     }
 }
@@ -146,6 +194,35 @@ impl Config {
                 _ => bail!("http.tls_cert_file and http.tls_key_file go together"),
             }
         }
+        let console = &self.console;
+        if !(1..=60).contains(&console.access_token_minutes) {
+            bail!("console.access_token_minutes must be 1 to 60");
+        }
+        if !(1..=90).contains(&console.refresh_token_days) {
+            bail!("console.refresh_token_days must be 1 to 90");
+        }
+        if console.issuer.is_empty() {
+            bail!("console.issuer must not be empty");
+        }
+        if let Some(oidc) = &console.oidc {
+            if oidc.issuer.is_empty() || oidc.audience.is_empty() || oidc.email_claim.is_empty() {
+                bail!("console.oidc needs issuer, audience and email_claim");
+            }
+            if oidc.issuer == console.issuer {
+                bail!("console.oidc.issuer must differ from console.issuer");
+            }
+            let url = reqwest::Url::parse(&oidc.jwks_url).with_context(|| {
+                format!("console.oidc.jwks_url {:?} is not a URL", oidc.jwks_url)
+            })?;
+            let loopback = url.host_str().is_some_and(|h| {
+                h == "localhost"
+                    || h.parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            });
+            if url.scheme() != "https" && !(url.scheme() == "http" && loopback) {
+                bail!("console.oidc.jwks_url must be https (plain http only on loopback)");
+            }
+        }
         Ok(())
     }
 
@@ -186,6 +263,16 @@ mod tests {
             ("[provisioning]\ncredentials = \"magic\"", "unknown variant"),
             ("[provisioning]\nbox_broker = \"x\"", "box_broker"),
             ("[http]\nlisten = \"localhost\"", "address:port"),
+            ("[console]\naccess_token_minutes = 0", "1 to 60"),
+            ("[console]\nrefresh_token_days = 365", "1 to 90"),
+            (
+                "[console.oidc]\nissuer = \"https://id.example\"\naudience = \"c\"\njwks_url = \"http://id.example/jwks\"",
+                "must be https",
+            ),
+            (
+                "[console.oidc]\nissuer = \"https://id.example\"\naudience = \"c\"",
+                "missing field `jwks_url`",
+            ),
         ] {
             let error = format!("{:#}", parse(text).unwrap_err());
             assert!(error.contains(expected), "{text}: {error}");

@@ -1,6 +1,7 @@
 //! `tastesync-cloud`: the cloud side. `serve` ingests the boxes' events from MQTT into
 //! PostgreSQL, acknowledges them, publishes HQ's customer changes to the boxes, and serves
-//! the API blank boxes claim themselves through; `shops` and `customers` are HQ's admin tools;
+//! the API blank boxes claim themselves through and HQ's console; `shops`, `customers`,
+//! `users`, `keys` and `analytics` are HQ's admin tools;
 //! `eid-keys` derives EID temporary keys from a customer's identity key, so that identity
 //! keys never leave the cloud.
 //!
@@ -52,6 +53,32 @@ enum Command {
         #[command(subcommand)]
         command: CustomersCommand,
     },
+    /// HQ's console users: add one (the first admin), list, disable, set a password.
+    Users {
+        /// The `serve` configuration (its database).
+        #[arg(long, short, global = true)]
+        config: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// The keys that sign console tokens: `rotate` replaces the signing key; tokens signed
+    /// by the old one stay valid until they expire, so nobody is signed out.
+    Keys {
+        /// The `serve` configuration (its database).
+        #[arg(long, short, global = true)]
+        config: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// The analytics rollups: `rebuild` recomputes them from every stored event (ingest
+    /// waits meanwhile).
+    Analytics {
+        /// The `serve` configuration (its database).
+        #[arg(long, short, global = true)]
+        config: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        command: AnalyticsCommand,
+    },
     /// Print, as the CSV `tastesync-edge eid-keys` imports, the temporary keys a shop needs to
     /// recognise one customer's EID tag for the coming days.
     EidKeys {
@@ -81,6 +108,9 @@ enum ShopsCommand {
         /// The shop's name, for people.
         #[arg(long, default_value = "")]
         name: String,
+        /// The shop's time zone (IANA), in which its analytics count days and hours.
+        #[arg(long, default_value = "Asia/Seoul")]
+        time_zone: String,
     },
     /// Print a one-time code the shop's owner types on a blank box to claim it for the shop.
     ClaimCode {
@@ -98,6 +128,55 @@ enum ShopsCommand {
     },
     /// Revoke a box: the broker refuses it from now on (a lost or stolen box).
     Revoke { box_id: String },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Add a console user. Without --password-stdin or --external, a password is generated
+    /// and printed once.
+    Add {
+        #[arg(long)]
+        email: String,
+        /// An admin (everything): the same as `--role admin`.
+        #[arg(long, conflicts_with = "role")]
+        admin: bool,
+        /// admin, manager (their --shop shops only) or analyst (chain analytics only).
+        #[arg(long, value_parser = ["admin", "manager", "analyst"])]
+        role: Option<String>,
+        /// A manager's shop (repeat for several).
+        #[arg(long = "shop")]
+        shops: Vec<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long, conflicts_with = "external")]
+        password_stdin: bool,
+        /// No password: the user signs in through the external OpenID Connect provider.
+        #[arg(long)]
+        external: bool,
+    },
+    /// List console users as JSON lines.
+    List,
+    /// Disable a user and end their sessions.
+    Disable {
+        #[arg(long)]
+        email: String,
+    },
+    /// Set a user's password from the first line of standard input.
+    SetPassword {
+        #[arg(long)]
+        email: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Sign new tokens with a new RSA-2048 key.
+    Rotate,
+}
+
+#[derive(Subcommand)]
+enum AnalyticsCommand {
+    /// Recompute every rollup from the stored events.
+    Rebuild,
 }
 
 #[derive(Subcommand)]
@@ -200,6 +279,12 @@ fn main() -> ExitCode {
             .and_then(|config| block_on(cmd::shops::run(config, command))),
         Command::Customers { config, command } => Config::load(config.as_deref())
             .and_then(|config| block_on(cmd::customers::run(config, command))),
+        Command::Users { config, command } => Config::load(config.as_deref())
+            .and_then(|config| block_on(cmd::users::run(config, command))),
+        Command::Keys { config, command } => Config::load(config.as_deref())
+            .and_then(|config| block_on(cmd::keys::run(config, command))),
+        Command::Analytics { config, command } => Config::load(config.as_deref())
+            .and_then(|config| block_on(cmd::analytics::run(config, command))),
         Command::EidKeys {
             customer_ref,
             identity_key,

@@ -80,7 +80,11 @@ fn shop_traffic(identity_keys: &[(CustomerId, [u8; 16])]) -> Vec<Advertisement> 
     );
     for i in 0..300u64 {
         let n = (i * 97 % (CUSTOMERS as u64)) as usize;
-        let n = if n % EID_SHARE == 0 { n + 1 } else { n };
+        let n = if n.is_multiple_of(EID_SHARE) {
+            n + 1
+        } else {
+            n
+        };
         let ad = ibeacon_advertisement(&UUID, (n / 65536) as u16, n as u16);
         sim.add_customer(Broadcast::Fixed(ad), 1000, start, i * 1000);
     }

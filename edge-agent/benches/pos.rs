@@ -129,14 +129,13 @@ async fn tablet(
         while let Some(end) = buffer.windows(2).position(|w| w == b"\n\n") {
             let frame = String::from_utf8_lossy(&buffer[..end]).into_owned();
             buffer.drain(..end + 2);
-            if frame.contains("event: arrival") {
-                if let Some(r) = frame
+            if frame.contains("event: arrival")
+                && let Some(r) = frame
                     .split("\"customer_ref\":\"")
                     .nth(1)
                     .and_then(|r| r.split('"').next())
-                {
-                    let _ = frames.send((r.to_string(), at));
-                }
+            {
+                let _ = frames.send((r.to_string(), at));
             }
         }
     }
@@ -262,11 +261,10 @@ async fn alert_latency(attack: bool) -> f64 {
         while received < TABLETS && Instant::now() < deadline {
             if let Ok(Some((r, at))) =
                 tokio::time::timeout(Duration::from_secs(5), frame_rx.recv()).await
+                && r == reference
             {
-                if r == reference {
-                    latencies.push(at.duration_since(injected).as_secs_f64() * 1000.0);
-                    received += 1;
-                }
+                latencies.push(at.duration_since(injected).as_secs_f64() * 1000.0);
+                received += 1;
             }
         }
         assert_eq!(received, TABLETS, "every tablet gets every alert");

@@ -24,7 +24,8 @@
 //! The same connection carries the downlink: HQ's customer changes arrive in version order and
 //! are applied atomically to the store; the daemon is told to reload its index at once. On
 //! every connection, and whenever a batch does not continue the version the box has, the box
-//! asks for a resync from that version.
+//! asks for a resync from that version; after applying changes it reports the version it has
+//! (HQ waits for every box's report before calling an erasure done).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,7 +36,7 @@ use rumqttc::{
     TlsConfiguration, Transport,
 };
 use serde::Deserialize;
-use tastesync_shared::downlink::{ChangeBatch, ResyncRequest};
+use tastesync_shared::downlink::{ChangeBatch, DownlinkApplied, ResyncRequest};
 use tastesync_shared::wire::{self, Ack, BatchWriter, BoxStatus, BoxTopics, WireEvent};
 use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
@@ -347,6 +348,9 @@ async fn run_once(
                             index_changed.notify_one();
                             downlink.have = to;
                             downlink.requested = None; // answered, or news: ask at once if behind
+                            // HQ waits for this to call an erasure done.
+                            let report = DownlinkApplied { v: wire::VERSION, version: to };
+                            client.try_publish(&topics.applied, QoS::AtLeastOnce, false, serde_json::to_vec(&report)?)?;
                         }
                         Applied::AlreadyApplied { have } => downlink.have = have,
                         Applied::Gap { have } => {

@@ -102,6 +102,16 @@ pub struct ResyncRequest {
     pub from_version: i64,
 }
 
+/// What a box reports after applying changes, and on connecting (box → cloud, topic
+/// `.../boxes/{box}/applied`, protocol 2): the shop version it has applied. HQ reads from it
+/// when every box holds a change, such as a customer's erasure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DownlinkApplied {
+    pub v: u32,
+    pub version: i64,
+}
+
 /// Why a downlink message was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ChangeError {
@@ -252,6 +262,23 @@ impl ResyncRequest {
             return Err(ChangeError::BadVersions);
         }
         Ok(request)
+    }
+}
+
+impl DownlinkApplied {
+    pub fn parse(payload: &[u8]) -> Result<DownlinkApplied, ChangeError> {
+        if payload.len() > 1024 {
+            return Err(ChangeError::TooLarge(payload.len()));
+        }
+        let report: DownlinkApplied =
+            serde_json::from_slice(payload).map_err(|e| ChangeError::Malformed(e.to_string()))?;
+        if report.v != VERSION {
+            return Err(ChangeError::WrongVersion(report.v));
+        }
+        if report.version < 0 {
+            return Err(ChangeError::BadVersions);
+        }
+        Ok(report)
     }
 }
 

@@ -31,7 +31,7 @@ pub fn parse_fixed<const N: usize>(text: &str) -> Option<[u8; N]> {
 
 /// Parses hex text (either case, no separators).
 pub fn parse(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     text.as_bytes()

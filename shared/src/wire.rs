@@ -11,6 +11,8 @@
 //!   last will.
 //! - `.../boxes/{box}/resync` (box → cloud, QoS 1): a
 //!   [`ResyncRequest`](crate::downlink::ResyncRequest).
+//! - `.../boxes/{box}/applied` (box → cloud, QoS 1): a
+//!   [`DownlinkApplied`](crate::downlink::DownlinkApplied), the shop version the box holds.
 //! - `tastesync/v1/shops/{shop}/changes` (cloud → every box of the shop, QoS 1): a
 //!   [`ChangeBatch`](crate::downlink::ChangeBatch) of HQ's customer changes.
 //!
@@ -61,6 +63,7 @@ pub struct BoxTopics {
     pub ack: String,
     pub status: String,
     pub resync: String,
+    pub applied: String,
     /// The shop's downlink, shared by all its boxes.
     pub changes: String,
 }
@@ -73,6 +76,7 @@ impl BoxTopics {
             ack: format!("{base}/ack"),
             status: format!("{base}/status"),
             resync: format!("{base}/resync"),
+            applied: format!("{base}/applied"),
             changes: changes_topic(shop_id),
         }
     }

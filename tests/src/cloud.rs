@@ -353,6 +353,13 @@ impl Database {
         psql(&self.name, sql).lines().map(String::from).collect()
     }
 
+    /// Runs a statement that must fail; returns PostgreSQL's error.
+    pub fn query_err(&self, sql: &str) -> String {
+        let output = psql_output(&self.name, sql);
+        assert!(!output.status.success(), "{sql} succeeded");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
     /// The events PostgreSQL holds for a shop (all its streams), as `seq|event_id|type` in
     /// seq order.
     pub fn stored(&self, shop_id: &str) -> Vec<String> {
@@ -416,22 +423,7 @@ impl Drop for Database {
 }
 
 fn psql(database: &str, sql: &str) -> String {
-    let output = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            database,
-            "-AtX",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("psql");
+    let output = psql_output(database, sql);
     assert!(
         output.status.success(),
         "{sql}: {}",
@@ -588,4 +580,23 @@ pub fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(200));
     }
     check()
+}
+
+fn psql_output(database: &str, sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            database,
+            "-AtX",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("psql")
 }

@@ -4,6 +4,7 @@
 
 pub mod ble;
 pub mod cloud;
+pub mod console;
 pub mod pos;
 pub mod postgres;
 pub mod provisioning;

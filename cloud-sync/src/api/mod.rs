@@ -1,9 +1,20 @@
 //! cloud-sync's HTTP API (axum): the provisioning routes boxes call to claim themselves
-//! (`provisioning`), and the HQ console's to come. HTTPS with rustls when given a
-//! certificate; every refusal a JSON `{"error": "..."}` with a status that says why; the
-//! OpenAPI 3.1 document, generated from the handlers, at `/api/v1/openapi.json`.
+//! (`provisioning`), and HQ's console: its sign-in (`session`, `auth`), its JSON API (one
+//! file per page: `shops`, `customers`, `analytics`, `feedback`, `privacy`, `audit`) and its
+//! web app (`console`). HTTPS with rustls when given a certificate; every refusal a JSON
+//! `{"error": "..."}` with a status that says why; the OpenAPI 3.1 document, generated from
+//! the handlers, at `/api/v1/openapi.json`.
 
+mod analytics;
+mod audit;
+pub mod auth;
+mod console;
+mod customers;
+mod feedback;
+mod privacy;
 mod provisioning;
+mod session;
+mod shops;
 
 use provisioning::BoxCredentialsScheme;
 
@@ -12,13 +23,14 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::rejection::JsonRejection;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
 use tastesync_shared::provisioning::ErrorBody;
-use utoipa::{OpenApi, ToSchema};
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi, ToSchema};
 
 use crate::config::Config;
 use crate::mqtt::dynsec::BrokerAdmin;
@@ -31,24 +43,73 @@ pub struct ApiState {
     pub broker_admin: Option<BrokerAdmin>,
     /// The CA boxes should trust for the broker (PEM), read at start.
     pub box_broker_ca_pem: Option<String>,
+    /// The keys that sign console access tokens.
+    pub keys: auth::keys::SigningKeys,
+    /// The external OpenID Connect provider, if configured.
+    pub oidc: Option<auth::oidc::ExternalIssuer>,
+    /// Password hashes computed at once (each takes ~20 MiB and a core for ~50 ms).
+    pub hashing: tokio::sync::Semaphore,
 }
 
 type AppState = Arc<ApiState>;
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let api = Router::new()
         .route("/api/v1/health", get(health))
         .route("/api/v1/claims", post(provisioning::claim))
         .route(
             "/api/v1/boxes/{box_id}/standing",
             get(provisioning::standing),
         )
+        .route("/api/v1/auth/login", post(session::login))
+        .route("/api/v1/auth/refresh", post(session::refresh))
+        .route("/api/v1/auth/logout", post(session::logout))
+        .route("/api/v1/auth/me", get(session::me))
+        .route("/api/v1/shops", get(shops::list).post(shops::add))
+        .route(
+            "/api/v1/shops/{shop_id}/claim-codes",
+            post(shops::new_claim_code),
+        )
+        .route("/api/v1/boxes/{box_id}/revoke", post(shops::revoke_box))
+        .route(
+            "/api/v1/customers",
+            get(customers::search).post(customers::enroll),
+        )
+        .route(
+            "/api/v1/customers/{customer_ref}",
+            get(customers::get)
+                .put(customers::update)
+                .delete(customers::delete),
+        )
+        .route(
+            "/api/v1/customers/{customer_ref}/export",
+            get(privacy::export),
+        )
+        .route(
+            "/api/v1/customers/{customer_ref}/erasure",
+            get(privacy::erasure).post(privacy::erase),
+        )
+        .route("/api/v1/erasures", get(privacy::erasures))
+        .route("/api/v1/analytics", get(analytics::report))
+        .route("/api/v1/feedback", get(feedback::page))
+        .route("/api/v1/audit", get(audit::page))
         .route(
             "/api/v1/openapi.json",
             get(|| async { Json(ApiDoc::openapi()) }),
         )
+        .route("/.well-known/jwks.json", get(session::jwks))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API route") })
-        .with_state(state)
+        .layer(axum::middleware::map_response(no_store));
+    api.merge(console::router()).with_state(state)
+}
+
+/// API answers hold personal data and tokens: never cached.
+async fn no_store(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    response
 }
 
 /// Binds `http.listen` and serves until the process ends; HTTPS if a certificate is given.
@@ -107,6 +168,7 @@ pub struct ApiError {
     status: StatusCode,
     message: String,
     retry_after_s: Option<u64>,
+    bearer_challenge: bool,
 }
 
 impl ApiError {
@@ -115,11 +177,28 @@ impl ApiError {
             status,
             message: message.into(),
             retry_after_s: None,
+            bearer_challenge: false,
         }
     }
 
     pub fn bad_request(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, message)
+    }
+
+    /// With `Retry-After`.
+    pub fn with_retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after_s = Some(seconds);
+        self
+    }
+
+    /// With `WWW-Authenticate: Bearer` (a 401 of the console's routes).
+    pub fn with_bearer_challenge(mut self) -> ApiError {
+        self.bearer_challenge = true;
+        self
     }
 }
 
@@ -170,6 +249,12 @@ impl IntoResponse for ApiError {
                 seconds.to_string().parse().expect("digits"),
             );
         }
+        if self.bearer_challenge {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"tastesync\""),
+            );
+        }
         response
     }
 }
@@ -180,10 +265,52 @@ impl IntoResponse for ApiError {
     info(
         title = "TasteSync cloud API",
         description = "Provisioning: a blank box claims itself for its shop with a claim code \
-                       from HQ, and receives its broker credentials."
+                       from HQ, and receives its broker credentials. The HQ console: sign in \
+                       for an RS256 access token (15 minutes) and a rotating refresh token; \
+                       shops and boxes, customers, analytics, feedback, privacy, audit log."
     ),
-    paths(health, provisioning::claim, provisioning::standing),
+    paths(
+        health,
+        provisioning::claim,
+        provisioning::standing,
+        session::login,
+        session::refresh,
+        session::logout,
+        session::me,
+        session::jwks,
+        shops::list,
+        shops::add,
+        shops::new_claim_code,
+        shops::revoke_box,
+        customers::search,
+        customers::get,
+        customers::enroll,
+        customers::update,
+        customers::delete,
+        privacy::export,
+        privacy::erase,
+        privacy::erasure,
+        privacy::erasures,
+        analytics::report,
+        feedback::page,
+        audit::page,
+    ),
     components(schemas(ErrorBody)),
-    modifiers(&BoxCredentialsScheme)
+    modifiers(&BoxCredentialsScheme, &BearerScheme)
 )]
 pub struct ApiDoc;
+
+/// The console's bearer tokens in the OpenAPI document.
+struct BearerScheme;
+
+impl Modify for BearerScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        let mut scheme = Http::new(HttpAuthScheme::Bearer);
+        scheme.bearer_format = Some("JWT".into());
+        scheme.description = Some(
+            "an access token from /api/v1/auth/login (RS256, see /.well-known/jwks.json)".into(),
+        );
+        components.add_security_scheme("bearer", SecurityScheme::Http(scheme));
+    }
+}

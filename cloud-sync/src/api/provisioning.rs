@@ -17,6 +17,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use super::{ApiError, AppState};
 use crate::config::Credentials;
+use crate::storage::budgets;
 use crate::storage::shops::{self, ClaimRefused};
 
 #[utoipa::path(post, path = "/api/v1/claims", request_body = ClaimRequest, responses(
@@ -54,19 +55,16 @@ pub async fn claim(
     };
     let password = new_password();
     let mut db = state.db.get().await?;
+    let client = client_key(peer);
+    if let Err(retry_after_s) = budgets::charge(&**db, &budgets::CLAIMS, &client).await? {
+        return Err(refusal(ClaimRefused::RateLimited { retry_after_s }));
+    }
     let tx = db.transaction().await?;
-    let claimed = shops::redeem_claim_code(
-        &tx,
-        &client_key(peer),
-        &code,
-        &request.box_id,
-        &credential_hash(&password),
-    )
-    .await?;
+    let claimed =
+        shops::redeem_claim_code(&tx, &code, &request.box_id, &credential_hash(&password)).await?;
     let claimed = match claimed {
         Ok(claimed) => claimed,
         Err(refused) => {
-            tx.commit().await?; // the failure counts
             tracing::info!(box_id = request.box_id, "claim refused: {refused}");
             return Err(refusal(refused));
         }
@@ -97,6 +95,7 @@ pub async fn claim(
         _ => None,
     };
     tx.commit().await?;
+    budgets::refund(&**db, &budgets::CLAIMS, &client).await?;
     tracing::info!(
         box_id = request.box_id,
         shop = claimed.shop_id,
@@ -124,11 +123,11 @@ fn refusal(refused: ClaimRefused) -> ApiError {
         ClaimRefused::Used => StatusCode::CONFLICT,
         ClaimRefused::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
     };
-    let mut error = ApiError::new(status, refused.to_string());
-    if let ClaimRefused::RateLimited { retry_after_s } = refused {
-        error.retry_after_s = Some(retry_after_s);
+    let error = ApiError::new(status, refused.to_string());
+    match refused {
+        ClaimRefused::RateLimited { retry_after_s } => error.with_retry_after(retry_after_s),
+        _ => error,
     }
-    error
 }
 
 #[utoipa::path(get, path = "/api/v1/boxes/{box_id}/standing", params(("box_id" = String, Path)),
@@ -170,9 +169,9 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     Some((user.to_string(), password.to_string()))
 }
 
-/// Who failed claims are counted against: the client's address (an IPv6 client's /64, which
-/// one host can fill).
-fn client_key(peer: SocketAddr) -> String {
+/// Who failed attempts are counted against: the client's address (an IPv6 client's /64,
+/// which one host can fill).
+pub fn client_key(peer: SocketAddr) -> String {
     match peer.ip() {
         std::net::IpAddr::V4(ip) => ip.to_string(),
         std::net::IpAddr::V6(ip) => {

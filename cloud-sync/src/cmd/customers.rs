@@ -1,18 +1,21 @@
 //! `tastesync-cloud customers ...`: HQ's customers, written to PostgreSQL; each change reaches
-//! the boxes of the customer's shops through the downlink.
+//! the boxes of the customer's shops through the downlink, and the audit log names the OS
+//! user who ran the command.
 
-use tastesync_shared::TagId;
 use tastesync_shared::eid::MAX_EXPONENT;
 use tastesync_shared::hexfmt::hex;
 
 use crate::CustomersCommand;
 use crate::config::Config;
 use crate::mqtt::downlink;
-use crate::storage::{self, customers};
+use crate::storage;
+use crate::storage::audit::Actor;
+use crate::storage::customers::{self, Customer, canonical_tags, new_identity_key};
 
 pub async fn run(config: Config, command: CustomersCommand) -> anyhow::Result<()> {
     let mut db = storage::connect(&config.database_url).await?;
     let now = downlink::now_s();
+    let actor = Actor::command_line();
     match command {
         CustomersCommand::Enroll {
             customer_ref,
@@ -23,31 +26,21 @@ pub async fn run(config: Config, command: CustomersCommand) -> anyhow::Result<()
             eid,
             eid_exponent,
         } => {
-            if !customers::list(&db, Some(&customer_ref), None)
-                .await?
-                .is_empty()
-            {
-                anyhow::bail!("customer {customer_ref:?} already exists; use `update`");
+            if eid && eid_exponent > MAX_EXPONENT {
+                anyhow::bail!("--eid-exponent must be 0 to {MAX_EXPONENT}");
             }
-            let mut customer = customers::Customer {
+            let customer = Customer {
                 customer_ref,
                 display_name: name,
                 tier: fields.tier.unwrap_or_default(),
                 notes: fields.notes.unwrap_or_default(),
                 preferences: fields.preferences.unwrap_or_default(),
-                tag_ids: canonical_tags(&tags)?,
+                tag_ids: tag_option(&tags)?,
                 shops,
-                eid_exponent: None,
-                eid_identity_key: None,
+                eid_exponent: eid.then_some(eid_exponent),
+                eid_identity_key: eid.then(new_identity_key),
             };
-            if eid {
-                if eid_exponent > MAX_EXPONENT {
-                    anyhow::bail!("--eid-exponent must be 0 to {MAX_EXPONENT}");
-                }
-                customer.eid_exponent = Some(eid_exponent);
-                customer.eid_identity_key = Some(new_identity_key());
-            }
-            customers::save(&mut db, &customer, now, config.eid_days).await?;
+            customers::enroll(&mut db, &customer, now, config.eid_days, &actor).await??;
             print_customer(&customer, eid);
         }
         CustomersCommand::Update {
@@ -60,35 +53,39 @@ pub async fn run(config: Config, command: CustomersCommand) -> anyhow::Result<()
             new_eid,
             no_eid,
         } => {
-            let Some(mut customer) = customers::list(&db, Some(&customer_ref), None).await?.pop()
-            else {
-                anyhow::bail!("no customer {customer_ref:?}");
+            let tags = if no_tags || !tags.is_empty() {
+                Some(tag_option(&tags)?)
+            } else {
+                None
             };
-            customer.display_name = name.unwrap_or(customer.display_name);
-            customer.tier = fields.tier.unwrap_or(customer.tier);
-            customer.notes = fields.notes.unwrap_or(customer.notes);
-            customer.preferences = fields.preferences.unwrap_or(customer.preferences);
-            if !shops.is_empty() {
-                customer.shops = shops;
-            }
-            if no_tags || !tags.is_empty() {
-                customer.tag_ids = canonical_tags(&tags)?;
-            }
-            if new_eid {
-                customer.eid_exponent = customer.eid_exponent.or(Some(10));
-                customer.eid_identity_key = Some(new_identity_key());
-            }
-            if no_eid {
-                customer.eid_exponent = None;
-                customer.eid_identity_key = None;
-            }
-            customers::save(&mut db, &customer, now, config.eid_days).await?;
+            let edit = |mut customer: Customer| {
+                customer.display_name = name.unwrap_or(customer.display_name);
+                customer.tier = fields.tier.unwrap_or(customer.tier);
+                customer.notes = fields.notes.unwrap_or(customer.notes);
+                customer.preferences = fields.preferences.unwrap_or(customer.preferences);
+                if !shops.is_empty() {
+                    customer.shops = shops;
+                }
+                if let Some(tags) = tags {
+                    customer.tag_ids = tags;
+                }
+                if new_eid {
+                    customer.eid_exponent = customer.eid_exponent.or(Some(10));
+                    customer.eid_identity_key = Some(new_identity_key());
+                }
+                if no_eid {
+                    customer.eid_exponent = None;
+                    customer.eid_identity_key = None;
+                }
+                Ok(customer)
+            };
+            let customer =
+                customers::update(&mut db, &customer_ref, edit, now, config.eid_days, &actor)
+                    .await??;
             print_customer(&customer, new_eid);
         }
         CustomersCommand::Delete { customer_ref } => {
-            if !customers::delete(&mut db, &customer_ref).await? {
-                anyhow::bail!("no customer {customer_ref:?}");
-            }
+            customers::delete(&mut db, &customer_ref, |_| Ok(()), &actor).await??;
         }
         CustomersCommand::List { shop } => {
             for customer in customers::list(&db, None, shop.as_deref()).await? {
@@ -99,24 +96,12 @@ pub async fn run(config: Config, command: CustomersCommand) -> anyhow::Result<()
     Ok(())
 }
 
-/// Tags in their canonical text form (as shops store and match them).
-fn canonical_tags(tags: &[String]) -> anyhow::Result<Vec<String>> {
-    tags.iter()
-        .map(|t| {
-            t.parse::<TagId>()
-                .map(|tag| tag.to_string())
-                .map_err(|e| anyhow::anyhow!("--tag {t:?}: {e}"))
-        })
-        .collect()
+/// The `--tag` values in canonical form; a refusal names the option.
+fn tag_option(tags: &[String]) -> anyhow::Result<Vec<String>> {
+    canonical_tags(tags).map_err(|refused| anyhow::anyhow!("--{refused}"))
 }
 
-fn new_identity_key() -> [u8; 16] {
-    let mut key = [0; 16];
-    getrandom::fill(&mut key).expect("the OS random number generator");
-    key
-}
-
-fn print_customer(customer: &customers::Customer, with_identity_key: bool) {
+fn print_customer(customer: &Customer, with_identity_key: bool) {
     let mut json = serde_json::to_value(customer).expect("a customer serialises");
     if let Some(key) = customer.eid_identity_key.filter(|_| with_identity_key) {
         json["eid_identity_key"] = hex(&key).into();

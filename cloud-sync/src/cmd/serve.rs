@@ -1,11 +1,13 @@
 //! `tastesync-cloud serve`: the service. Ingests the boxes' events from MQTT into
 //! PostgreSQL, publishes HQ's customer changes to them, and serves the API boxes claim
-//! themselves through.
+//! themselves through and HQ's console.
 
 use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::api::auth::keys::SigningKeys;
+use crate::api::auth::oidc::ExternalIssuer;
 use crate::api::{self, ApiState};
 use crate::config::{Config, Credentials};
 use crate::mqtt::{dynsec::BrokerAdmin, ingest};
@@ -13,8 +15,13 @@ use crate::storage;
 
 /// Runs until a worker fails for good.
 pub async fn run(config: Config) -> anyhow::Result<()> {
-    // Fail fast on a wrong database URL or schema; later losses are retried.
-    drop(storage::connect(&config.database_url).await?);
+    // The one TLS crypto provider, for the API's HTTPS and the OpenID provider's keys.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    // Fail fast on a wrong database URL or schema; later losses are retried. Rollups a
+    // migration asked for are computed before ingest starts.
+    let mut db = storage::connect(&config.database_url).await?;
+    storage::analytics::rebuild_if_needed(&mut db).await?;
+    drop(db);
     let api = if config.http.listen.is_empty() {
         None
     } else {
@@ -40,12 +47,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             })?),
             None => None,
         };
+        let db = storage::pool(&config.database_url)?;
+        let oidc = config
+            .console
+            .oidc
+            .clone()
+            .map(ExternalIssuer::new)
+            .transpose()?;
         let state = ApiState {
-            db: storage::pool(&config.database_url)?,
+            keys: SigningKeys::load(db.clone()).await?,
+            db,
             config: config.clone(),
             broker_admin,
             box_broker_ca_pem,
+            oidc,
+            hashing: tokio::sync::Semaphore::new(2),
         };
+        tokio::spawn(tidy_up(config.clone()));
         Some(api::serve(state).await?)
     };
     if config.provisioning.credentials == Credentials::Dynsec {
@@ -84,5 +102,24 @@ async fn prepare_broker(config: Config) {
                 delay = (delay * 2).min(Duration::from_secs(60));
             }
         }
+    }
+}
+
+/// Now and then: forgets failure windows long over, refresh tokens long expired, and signing
+/// keys retired before any token they signed could still be valid.
+async fn tidy_up(config: Config) {
+    let token_lifetime = Duration::from_secs(config.console.access_token_minutes * 60);
+    loop {
+        let done = async {
+            let db = storage::connect(&config.database_url).await?;
+            storage::budgets::forget_old(&db).await?;
+            storage::sessions::forget_expired_tokens(&db).await?;
+            storage::sessions::forget_retired_keys(&db, token_lifetime * 2).await?;
+            anyhow::Ok(())
+        };
+        if let Err(e) = done.await {
+            tracing::warn!("cannot tidy up old sign-in data: {e:#}");
+        }
+        tokio::time::sleep(Duration::from_secs(3600)).await;
     }
 }

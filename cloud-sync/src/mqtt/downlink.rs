@@ -140,10 +140,10 @@ async fn connect_listening(url: &str) -> (Client, mpsc::UnboundedReceiver<String
                 let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
                 tokio::spawn(async move {
                     while let Some(Ok(message)) = messages.next().await {
-                        if let AsyncMessage::Notification(n) = message {
-                            if tx.send(n.payload().to_string()).is_err() {
-                                break;
-                            }
+                        if let AsyncMessage::Notification(n) = message
+                            && tx.send(n.payload().to_string()).is_err()
+                        {
+                            break;
                         }
                     }
                 });

@@ -134,10 +134,10 @@ impl BrokerAdmin {
     /// Runs commands that must succeed, except for the listed errors (such as "already exists").
     async fn run_ok(&self, commands: Vec<Value>, tolerated: &[&str]) -> anyhow::Result<()> {
         for answer in self.run(commands).await? {
-            if let Some(error) = answer["error"].as_str() {
-                if !tolerated.contains(&error) {
-                    anyhow::bail!("the broker refused {}: {error}", answer["command"]);
-                }
+            if let Some(error) = answer["error"].as_str()
+                && !tolerated.contains(&error)
+            {
+                anyhow::bail!("the broker refused {}: {error}", answer["command"]);
             }
         }
         Ok(())
@@ -250,6 +250,27 @@ impl BrokerAdmin {
         )
         .await
     }
+}
+
+/// Revokes a box at HQ and, given the broker's administrator, at the broker (which drops its
+/// connection at once); the shop it belonged to, or `None` if there is no such box.
+pub async fn revoke_box(
+    db: &impl tokio_postgres::GenericClient,
+    admin: Option<&BrokerAdmin>,
+    box_id: &str,
+) -> anyhow::Result<Option<String>> {
+    let Some(shop_id) = crate::storage::shops::revoke_box(db, box_id).await? else {
+        return Ok(None);
+    };
+    if let Some(admin) = admin {
+        admin.disable_box(&shop_id, box_id).await.map_err(|e| {
+            anyhow::anyhow!(
+                "box {box_id} is revoked at HQ, but the broker could not be told ({e:#}); \
+                 revoke it again, or restart cloud-sync, which tells it"
+            )
+        })?;
+    }
+    Ok(Some(shop_id))
 }
 
 fn box_role(box_id: &str) -> String {

@@ -2,14 +2,15 @@
 //! the load), validates each message, stores events in PostgreSQL, then acknowledges each
 //! stream's highest contiguous seq to its box. Bad or foreign messages go to the dead-letter
 //! table with the reason; they never stop the service or other boxes. Resync requests go to
-//! the downlink worker. Boxes of both protocols are served (see `tastesync_shared::wire`).
+//! the downlink worker; they and the boxes' `applied` reports also record which downlink
+//! version each box holds. Boxes of both protocols are served (see `tastesync_shared::wire`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tastesync_shared::downlink::ResyncRequest;
+use tastesync_shared::downlink::{DownlinkApplied, ResyncRequest};
 use tastesync_shared::wire::{self, Ack, BoxStatus, EventBatch, LEGACY_VERSION, Topic};
 use tokio::sync::mpsc;
 use tokio_postgres::{Client, Transaction};
@@ -73,7 +74,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             // Never wait on the client's request queue here: only this loop drains it (the
             // downlink may have filled it while the broker was away). Retried on the next
             // event until there is room.
-            subscribed = ["events", "status", "resync"]
+            subscribed = ["events", "status", "resync", "applied"]
                 .iter()
                 .flat_map(|leaf| wire::shared_subscriptions(&config.group, leaf))
                 .all(|filter| client.try_subscribe(filter, QoS::AtLeastOnce).is_ok());
@@ -87,7 +88,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 Some(topic) if topic.leaf == "resync" => {
                     match ResyncRequest::parse(&message.payload) {
                         Ok(request) => {
-                            downlink_requests.resync(topic.shop_id, request.from_version)
+                            downlink_requests.resync(topic.shop_id, request.from_version);
+                            // It also tells which version the box holds: recorded with the rest.
+                            let message = Message {
+                                topic: message.topic,
+                                payload: message.payload,
+                            };
+                            if to_store.send(message).await.is_err() {
+                                anyhow::bail!("the store worker stopped");
+                            }
                         }
                         Err(e) => tracing::warn!(
                             shop = topic.shop_id,
@@ -298,6 +307,34 @@ async fn store_group(db: &mut Client, group: &[Message]) -> anyhow::Result<Vec<S
                 Ok(_) => Some("a status of the wrong protocol for its topic".to_string()),
                 Err(reason) => Some(reason),
             },
+            Some(topic) if topic.leaf == "resync" => {
+                // Checked before it was queued here.
+                if let Ok(request) = ResyncRequest::parse(payload) {
+                    storage::events::record_downlink_applied(
+                        &tx,
+                        topic.shop_id,
+                        topic.box_id,
+                        request.from_version,
+                    )
+                    .await?;
+                }
+                None
+            }
+            Some(topic) if topic.leaf == "applied" && topic.box_id.is_some() => {
+                match DownlinkApplied::parse(payload) {
+                    Ok(report) => {
+                        storage::events::record_downlink_applied(
+                            &tx,
+                            topic.shop_id,
+                            topic.box_id,
+                            report.version,
+                        )
+                        .await?;
+                        None
+                    }
+                    Err(reason) => Some(reason.to_string()),
+                }
+            }
             Some(_) => Some("unknown topic".to_string()),
         };
         if let Some(reason) = refused {

@@ -12,11 +12,14 @@
 //! ([`refresh_eid_keys`]).
 
 use serde::Serialize;
+use tastesync_shared::TagId;
 use tastesync_shared::downlink::{CustomerRecord, EidKeys, EpochKey, MAX_REF_LEN};
 use tastesync_shared::eid::{epoch_of, temporary_key};
 use tastesync_shared::hexfmt::hex;
 use tastesync_shared::wire::is_valid_shop_id;
 use tokio_postgres::{Client, GenericClient, Transaction};
+
+use super::audit::{self, Actor};
 
 /// The channel the downlink publisher listens on; the payload is a shop id.
 pub const CHANNEL: &str = "tastesync_downlink";
@@ -66,47 +69,175 @@ impl Customer {
     }
 
     /// Checks what a shop would check, and the shop list.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub fn validate(&self) -> Result<(), Refused> {
+        let invalid = |reason: String| Err(Refused::Invalid(reason));
         if !(1..=MAX_REF_LEN).contains(&self.customer_ref.len())
             || self.customer_ref.chars().any(char::is_control)
         {
-            anyhow::bail!("the customer ref must be 1 to {MAX_REF_LEN} printable characters");
+            return invalid(format!(
+                "the customer ref must be 1 to {MAX_REF_LEN} printable characters"
+            ));
         }
         if self.shops.is_empty() {
-            anyhow::bail!("a customer needs at least one shop");
+            return invalid("a customer needs at least one shop".into());
         }
         if let Some(shop) = self.shops.iter().find(|s| !is_valid_shop_id(s)) {
-            anyhow::bail!("{shop:?} is not a valid shop id (letters, digits, - and _)");
+            return invalid(format!(
+                "{shop:?} is not a valid shop id (letters, digits, - and _)"
+            ));
         }
-        self.record(0, 1)
-            .validate()
-            .map_err(|reason| anyhow::anyhow!(reason))
+        self.record(0, 1).validate().map_err(Refused::Invalid)
+    }
+
+    /// The names of the fields that differ from `other` (for the audit log: names, never
+    /// values).
+    fn changed_fields(&self, other: &Customer) -> Vec<&'static str> {
+        [
+            ("display_name", self.display_name != other.display_name),
+            ("tier", self.tier != other.tier),
+            ("notes", self.notes != other.notes),
+            ("preferences", self.preferences != other.preferences),
+            ("tag_ids", self.tag_ids != other.tag_ids),
+            ("shops", self.shops != other.shops),
+            (
+                "eid",
+                self.eid_exponent != other.eid_exponent
+                    || self.eid_identity_key != other.eid_identity_key,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(field, changed)| changed.then_some(field))
+        .collect()
     }
 }
 
-/// Creates or replaces a customer and writes the change for every shop concerned.
-pub async fn save(
+/// Why a change to a customer was refused (the caller's mistake, said as is).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("customer {0:?} already exists")]
+    Exists(String),
+    #[error("no customer {0:?}")]
+    NotFound(String),
+    #[error("a tag is already given to customer {0:?}")]
+    TagTaken(String),
+    #[error("customer {0:?} was erased; enroll the person again under a new ref")]
+    Erased(String),
+    #[error("{0}")]
+    NotAllowed(String),
+}
+
+/// Tags in their canonical text form (as shops store and match them).
+pub fn canonical_tags(tags: &[String]) -> Result<Vec<String>, Refused> {
+    tags.iter()
+        .map(|t| {
+            t.parse::<TagId>()
+                .map(|tag| tag.to_string())
+                .map_err(|e| Refused::Invalid(format!("tag {t:?}: {e}")))
+        })
+        .collect()
+}
+
+/// A new EID identity key (shown once to whoever provisions the customer's tag).
+pub fn new_identity_key() -> [u8; 16] {
+    let mut key = [0; 16];
+    getrandom::fill(&mut key).expect("the OS random number generator");
+    key
+}
+
+/// Enrolls a new customer and writes the change for each of their shops, with its audit
+/// entry, in one transaction.
+pub async fn enroll(
     client: &mut Client,
     customer: &Customer,
     now_s: u32,
     eid_days: u32,
-) -> anyhow::Result<()> {
-    customer.validate()?;
+    actor: &Actor,
+) -> anyhow::Result<Result<(), Refused>> {
+    if let Err(refused) = customer.validate() {
+        return Ok(Err(refused));
+    }
     let tx = client.transaction().await?;
-    save_in(&tx, customer, now_s, eid_days).await?;
+    lock_customer(&tx, &customer.customer_ref).await?;
+    if !list(&tx, Some(&customer.customer_ref), None)
+        .await?
+        .is_empty()
+    {
+        return Ok(Err(Refused::Exists(customer.customer_ref.clone())));
+    }
+    if let Err(refused) = save_in(&tx, customer, now_s, eid_days).await? {
+        return Ok(Err(refused));
+    }
+    let detail =
+        serde_json::json!({ "shops": customer.shops, "eid": customer.eid_exponent.is_some() });
+    audit::record(
+        &tx,
+        actor,
+        "customer_enrolled",
+        &customer.customer_ref,
+        detail,
+    )
+    .await?;
     tx.commit().await?;
-    Ok(())
+    Ok(Ok(()))
 }
 
+/// Changes a customer: `edit` gets them as stored (under their lock) and returns them as they
+/// should be, or refuses. Writes the changes and the audit entry in one transaction.
+pub async fn update(
+    client: &mut Client,
+    customer_ref: &str,
+    edit: impl FnOnce(Customer) -> Result<Customer, Refused>,
+    now_s: u32,
+    eid_days: u32,
+    actor: &Actor,
+) -> anyhow::Result<Result<Customer, Refused>> {
+    let tx = client.transaction().await?;
+    lock_customer(&tx, customer_ref).await?;
+    let Some(before) = list_where(&tx, Some(customer_ref), None, "FOR UPDATE")
+        .await?
+        .pop()
+    else {
+        return Ok(Err(Refused::NotFound(customer_ref.to_string())));
+    };
+    let after = match edit(before.clone()) {
+        Ok(after) if after.customer_ref == customer_ref => after,
+        Ok(_) => {
+            return Ok(Err(Refused::Invalid(
+                "a customer's ref cannot change".into(),
+            )));
+        }
+        Err(refused) => return Ok(Err(refused)),
+    };
+    if let Err(refused) = after.validate() {
+        return Ok(Err(refused));
+    }
+    if let Err(refused) = save_in(&tx, &after, now_s, eid_days).await? {
+        return Ok(Err(refused));
+    }
+    let mut detail = serde_json::json!({ "fields": after.changed_fields(&before) });
+    if after.shops != before.shops {
+        detail["shops"] = serde_json::json!(after.shops);
+    }
+    audit::record(&tx, actor, "customer_updated", customer_ref, detail).await?;
+    tx.commit().await?;
+    Ok(Ok(after))
+}
+
+/// Writes a customer and a change for every shop concerned (the caller holds their lock).
 async fn save_in(
     tx: &Transaction<'_>,
     customer: &Customer,
     now_s: u32,
     eid_days: u32,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Result<(), Refused>> {
     // One writer per customer, even before their row exists (FOR UPDATE below locks nothing
     // then): two enrollments of the same new customer must not lose a tombstone.
     lock_customer(tx, &customer.customer_ref).await?;
+    if super::privacy::was_erased(tx, &customer.customer_ref).await? {
+        return Ok(Err(Refused::Erased(customer.customer_ref.clone())));
+    }
     if !customer.tag_ids.is_empty() {
         // Serialises tag checks, so two enrollments cannot both take a free tag.
         tx.execute(
@@ -122,8 +253,7 @@ async fn save_in(
         )
         .await?;
     if let Some(row) = taken {
-        let owner: String = row.get(0);
-        anyhow::bail!("a tag is already given to customer {owner:?}");
+        return Ok(Err(Refused::TagTaken(row.get(0))));
     }
     let before: Vec<String> = tx
         .query_opt(
@@ -169,14 +299,43 @@ async fn save_in(
             .filter(|shop| !customer.shops.contains(shop))
             .map(|shop| (shop.as_str(), None)),
     );
-    write_changes(tx, &customer.customer_ref, shops).await
+    write_changes(tx, &customer.customer_ref, shops).await?;
+    Ok(Ok(()))
 }
 
 /// Deletes a customer at HQ, identity key included, and leaves a tombstone for each of their
-/// shops. Returns whether there was such a customer.
-pub async fn delete(client: &mut Client, customer_ref: &str) -> anyhow::Result<bool> {
+/// shops, if `allowed` (given the customer under their lock) agrees; with its audit entry.
+pub async fn delete(
+    client: &mut Client,
+    customer_ref: &str,
+    allowed: impl FnOnce(&Customer) -> Result<(), Refused>,
+    actor: &Actor,
+) -> anyhow::Result<Result<(), Refused>> {
     let tx = client.transaction().await?;
     lock_customer(&tx, customer_ref).await?;
+    let Some(customer) = list_where(&tx, Some(customer_ref), None, "FOR UPDATE")
+        .await?
+        .pop()
+    else {
+        return Ok(Err(Refused::NotFound(customer_ref.to_string())));
+    };
+    if let Err(refused) = allowed(&customer) {
+        return Ok(Err(refused));
+    }
+    delete_in(&tx, customer_ref).await?;
+    let detail = serde_json::json!({ "shops": customer.shops });
+    audit::record(&tx, actor, "customer_deleted", customer_ref, detail).await?;
+    tx.commit().await?;
+    Ok(Ok(()))
+}
+
+/// Deletes a customer within `tx`; returns each shop's tombstone version, or `None` if there
+/// was no such customer.
+pub async fn delete_in(
+    tx: &Transaction<'_>,
+    customer_ref: &str,
+) -> anyhow::Result<Option<Vec<(String, i64)>>> {
+    lock_customer(tx, customer_ref).await?;
     let Some(row) = tx
         .query_opt(
             "DELETE FROM customers WHERE customer_ref = $1 RETURNING shops",
@@ -184,20 +343,20 @@ pub async fn delete(client: &mut Client, customer_ref: &str) -> anyhow::Result<b
         )
         .await?
     else {
-        return Ok(false);
+        return Ok(None);
     };
     let shops: Vec<String> = row.get(0);
-    write_changes(
-        &tx,
+    let versions = write_changes(
+        tx,
         customer_ref,
         shops.iter().map(|s| (s.as_str(), None)).collect(),
     )
     .await?;
-    tx.commit().await?;
-    Ok(true)
+    Ok(Some(versions))
 }
 
-async fn lock_customer(tx: &Transaction<'_>, customer_ref: &str) -> anyhow::Result<()> {
+/// Takes the customer's lock for the rest of the transaction (held by every writer).
+pub async fn lock_customer(tx: &Transaction<'_>, customer_ref: &str) -> anyhow::Result<()> {
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext('tastesync customer ' || $1))",
         &[&customer_ref],
@@ -207,13 +366,14 @@ async fn lock_customer(tx: &Transaction<'_>, customer_ref: &str) -> anyhow::Resu
 }
 
 /// Gives each shop (in a fixed order, so concurrent writers cannot deadlock) its next version
-/// with this customer's record, or a tombstone for `None`.
+/// with this customer's record, or a tombstone for `None`; returns each shop's version.
 async fn write_changes(
     tx: &Transaction<'_>,
     customer_ref: &str,
     mut shops: Vec<(&str, Option<&serde_json::Value>)>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(String, i64)>> {
     shops.sort_by_key(|(shop, _)| *shop);
+    let mut versions = Vec::with_capacity(shops.len());
     for (shop, record) in shops {
         let version: i64 = tx
             .query_one(
@@ -233,8 +393,9 @@ async fn write_changes(
         .await?;
         tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &shop])
             .await?;
+        versions.push((shop.to_string(), version));
     }
-    Ok(())
+    Ok(versions)
 }
 
 /// Makes a shop's change log newer than `box_version` if a box has applied changes past the
@@ -295,6 +456,82 @@ pub async fn renumber_changes(
     Ok(())
 }
 
+/// A customer as the console lists them, with their visits to the chain.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub customer: Customer,
+    pub visits: i64,
+    pub last_visit_ms: Option<i64>,
+}
+
+/// Customers whose ref, name (from its start, any case) or tag is `query` (all without
+/// one), of `shop` and of the `scope` shops if given, by ref, a page at a time.
+pub async fn search(
+    client: &impl GenericClient,
+    query: Option<&str>,
+    shop: Option<&str>,
+    scope: Option<&[String]>,
+    limit: i64,
+    offset: i64,
+) -> anyhow::Result<Vec<Listed>> {
+    let query = query.map(str::trim).filter(|q| !q.is_empty());
+    let prefix = query.map(|q| {
+        let escaped = q
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        format!("{escaped}%")
+    });
+    let rows = client
+        .query(
+            &format!(
+                "{LISTED}
+                 WHERE ($1::text IS NULL OR c.customer_ref LIKE $2
+                        OR lower(c.display_name) LIKE lower($2) OR $1 = ANY(c.tag_ids))
+                   AND ($3::text IS NULL OR $3 = ANY(c.shops))
+                   AND ($4::text[] IS NULL OR c.shops && $4)
+                 ORDER BY c.customer_ref LIMIT $5 OFFSET $6"
+            ),
+            &[&query, &prefix, &shop, &scope, &limit, &offset],
+        )
+        .await?;
+    rows.iter().map(listed_of).collect()
+}
+
+/// One customer, if they belong to one of the `scope` shops (when given).
+pub async fn find(
+    client: &impl GenericClient,
+    customer_ref: &str,
+    scope: Option<&[String]>,
+) -> anyhow::Result<Option<Listed>> {
+    let row = client
+        .query_opt(
+            &format!(
+                "{LISTED} WHERE c.customer_ref = $1 AND ($2::text[] IS NULL OR c.shops && $2)"
+            ),
+            &[&customer_ref, &scope],
+        )
+        .await?;
+    row.as_ref().map(listed_of).transpose()
+}
+
+const LISTED: &str = "SELECT c.customer_ref, c.display_name, c.tier, c.notes, c.preferences,
+        c.tag_ids, c.shops, c.eid_identity_key, c.eid_exponent,
+        coalesce(v.visits, 0), v.last_visit_ms
+    FROM customers c
+    LEFT JOIN LATERAL (
+        SELECT sum(visits)::bigint AS visits, max(last_visit_ms) AS last_visit_ms
+        FROM customer_shops WHERE customer_ref = c.customer_ref
+    ) v ON true";
+
+fn listed_of(r: &tokio_postgres::Row) -> anyhow::Result<Listed> {
+    Ok(Listed {
+        customer: customer_of(r)?,
+        visits: r.get(9),
+        last_visit_ms: r.get(10),
+    })
+}
+
 /// One customer, or all of them (by ref), optionally only a shop's.
 pub async fn list(
     client: &impl GenericClient,
@@ -323,26 +560,28 @@ async fn list_where(
             &[&customer_ref, &shop],
         )
         .await?;
-    rows.iter()
-        .map(|r| {
-            let key: Option<Vec<u8>> = r.get(7);
-            let exponent: Option<i16> = r.get(8);
-            Ok(Customer {
-                customer_ref: r.get(0),
-                display_name: r.get(1),
-                tier: r.get(2),
-                notes: r.get(3),
-                preferences: r.get(4),
-                tag_ids: r.get(5),
-                shops: r.get(6),
-                eid_exponent: exponent.map(|k| k as u8),
-                eid_identity_key: key
-                    .map(|k| k.try_into())
-                    .transpose()
-                    .map_err(|_| anyhow::anyhow!("a stored identity key is not 16 bytes"))?,
-            })
-        })
-        .collect()
+    rows.iter().map(customer_of).collect()
+}
+
+/// A customer from columns 0-8: ref, name, tier, notes, preferences, tags, shops, identity
+/// key, exponent.
+fn customer_of(r: &tokio_postgres::Row) -> anyhow::Result<Customer> {
+    let key: Option<Vec<u8>> = r.get(7);
+    let exponent: Option<i16> = r.get(8);
+    Ok(Customer {
+        customer_ref: r.get(0),
+        display_name: r.get(1),
+        tier: r.get(2),
+        notes: r.get(3),
+        preferences: r.get(4),
+        tag_ids: r.get(5),
+        shops: r.get(6),
+        eid_exponent: exponent.map(|k| k as u8),
+        eid_identity_key: key
+            .map(|k| k.try_into())
+            .transpose()
+            .map_err(|_| anyhow::anyhow!("a stored identity key is not 16 bytes"))?,
+    })
 }
 
 /// Re-derives the temporary keys of every EID customer whose keys cover less than
@@ -384,9 +623,16 @@ pub async fn refresh_eid_keys(
             .get(0);
         if until.is_some_and(|until| until < horizon) {
             // One customer HQ's data no longer lets us save must not stop everyone's renewal.
-            if let Err(e) = save_in(&tx, &customer, now_s, eid_days).await {
-                tracing::error!("cannot renew the keys of customer {customer_ref}: {e:#}");
-                continue; // dropping the transaction rolls it back
+            match save_in(&tx, &customer, now_s, eid_days).await {
+                Ok(Ok(())) => {}
+                Ok(Err(refused)) => {
+                    tracing::error!("cannot renew the keys of customer {customer_ref}: {refused}");
+                    continue; // dropping the transaction rolls it back
+                }
+                Err(e) => {
+                    tracing::error!("cannot renew the keys of customer {customer_ref}: {e:#}");
+                    continue;
+                }
             }
             renewed += 1;
         }

@@ -1,13 +1,14 @@
-//! The boxes' events: stored per stream (replays of a `(stream, seq)` are no-ops), each
-//! stream's acknowledged seq (the highest up to which everything is stored), the gaps a
-//! restored database or a restored box leaves, dead letters, and the boxes' status and health.
+//! The boxes' events: stored per stream (replays of a `(stream, seq)` are no-ops) and added
+//! to the analytics rollups in the same transaction, each stream's acknowledged seq (the
+//! highest up to which everything is stored), the gaps a restored database or a restored box
+//! leaves, dead letters, and the boxes' status, health and downlink progress.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
-use tastesync_shared::wire::{EventBatch, LEGACY_VERSION};
+use tastesync_shared::wire::{EventBatch, LEGACY_VERSION, WireEvent};
 use tokio_postgres::Transaction;
 
-use super::customers;
+use super::{analytics, customers, privacy};
 
 /// What may be acknowledged to one stream after a commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -152,17 +153,49 @@ pub async fn store_batches(
     }
     find_conflicts(tx, &streams, &acked, &mut conflicts).await?;
 
-    // One statement for all the events (row-by-row inserts cut the ingest rate by 4).
-    let mut columns = EventColumns::default();
+    // Events of erased customers still in a box's outbox lose their personal fields here.
+    let mut to_store: Vec<(&str, &StreamBatches, &WireEvent)> = Vec::new();
     for (id, stream) in &streams {
         let stop = conflicts.get(id).copied().unwrap_or(i64::MAX);
         for batch in &stream.batches {
             for e in batch.events.iter().filter(|e| e.seq < stop) {
-                columns.push(id, stream, e);
+                to_store.push((id, stream, e));
             }
         }
     }
-    columns.insert(tx).await?;
+    let erased = privacy::erased_among(
+        tx,
+        to_store
+            .iter()
+            .filter_map(|(_, _, e)| analytics::customer_ref(&e.body)),
+    )
+    .await?;
+    let scrubbed: Vec<Option<serde_json::Value>> = to_store
+        .iter()
+        .map(|(_, _, e)| {
+            analytics::customer_ref(&e.body)
+                .filter(|r| erased.contains(*r))
+                .map(|_| privacy::scrub(&e.body))
+        })
+        .collect();
+    // One statement for all the events (row-by-row inserts cut the ingest rate by 4).
+    let mut columns = EventColumns::default();
+    for ((id, stream, e), scrubbed) in to_store.iter().zip(&scrubbed) {
+        columns.push(id, stream, e, scrubbed.as_ref().unwrap_or(&e.body));
+    }
+    let inserted = columns.insert(tx).await?;
+    let new_events: Vec<analytics::NewEvent> = to_store
+        .iter()
+        .zip(&scrubbed)
+        .filter(|((id, _, e), _)| inserted.contains(&(id.to_string(), e.seq)))
+        .map(|((_, stream, e), scrubbed)| analytics::NewEvent {
+            shop_id: stream.shop_id,
+            kind: &e.kind,
+            at_ms: e.at_ms as i64,
+            body: scrubbed.as_ref().unwrap_or(&e.body),
+        })
+        .collect();
+    analytics::record(tx, &new_events).await?;
     update_health(tx, &streams).await?;
 
     // Each stream advances over the contiguous run of stored seqs after its acknowledged one
@@ -331,7 +364,8 @@ impl<'a> EventColumns<'a> {
         &mut self,
         stream_id: &'a str,
         stream: &StreamBatches<'a>,
-        e: &'a tastesync_shared::wire::WireEvent,
+        e: &'a WireEvent,
+        body: &'a serde_json::Value,
     ) {
         self.shop.push(stream.shop_id);
         self.box_id.push(stream.box_id);
@@ -340,32 +374,35 @@ impl<'a> EventColumns<'a> {
         self.event_id.push(&e.event_id);
         self.kind.push(&e.kind);
         self.at_ms.push(e.at_ms as i64);
-        self.body.push(&e.body);
+        self.body.push(body);
     }
 
-    async fn insert(&self, tx: &Transaction<'_>) -> anyhow::Result<()> {
+    /// Inserts the events not stored yet; returns their (stream, seq).
+    async fn insert(&self, tx: &Transaction<'_>) -> anyhow::Result<HashSet<(String, i64)>> {
         if self.seq.is_empty() {
-            return Ok(());
+            return Ok(HashSet::new());
         }
-        tx.execute(
-            "INSERT INTO events (shop_id, box_id, stream_id, seq, event_id, kind, at_ms, body)
+        let rows = tx
+            .query(
+                "INSERT INTO events (shop_id, box_id, stream_id, seq, event_id, kind, at_ms, body)
              SELECT s, b, i::uuid, q, e, k, a, j
              FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[],
                          $6::text[], $7::bigint[], $8::jsonb[]) AS u(s, b, i, q, e, k, a, j)
-             ON CONFLICT (stream_id, seq) DO NOTHING",
-            &[
-                &self.shop,
-                &self.box_id,
-                &self.stream,
-                &self.seq,
-                &self.event_id,
-                &self.kind,
-                &self.at_ms,
-                &self.body,
-            ],
-        )
-        .await?;
-        Ok(())
+             ON CONFLICT (stream_id, seq) DO NOTHING
+             RETURNING stream_id::text, seq",
+                &[
+                    &self.shop,
+                    &self.box_id,
+                    &self.stream,
+                    &self.seq,
+                    &self.event_id,
+                    &self.kind,
+                    &self.at_ms,
+                    &self.body,
+                ],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 }
 
@@ -452,5 +489,32 @@ pub async fn set_status(
             .await?;
         }
     }
+    Ok(())
+}
+
+/// Records the downlink version a box (`None`: a shop's protocol-1 box) reported holding.
+/// The latest report wins: a box whose store was recreated starts again from 0.
+pub async fn record_downlink_applied(
+    tx: &Transaction<'_>,
+    shop_id: &str,
+    box_id: Option<&str>,
+    version: i64,
+) -> anyhow::Result<()> {
+    match box_id {
+        Some(box_id) => {
+            tx.execute(
+                "UPDATE boxes SET downlink_applied = $3 WHERE box_id = $1 AND shop_id = $2",
+                &[&box_id, &shop_id, &version],
+            )
+            .await?
+        }
+        None => {
+            tx.execute(
+                "UPDATE shops SET legacy_downlink_applied = $2 WHERE shop_id = $1",
+                &[&shop_id, &version],
+            )
+            .await?
+        }
+    };
     Ok(())
 }

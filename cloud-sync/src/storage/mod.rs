@@ -3,9 +3,16 @@
 //! `customers` (HQ's customers and each shop's change log). Here: the connection and the
 //! versioned migrations, applied on start.
 
+pub mod analytics;
+pub mod audit;
+pub mod budgets;
 pub mod customers;
 pub mod events;
+pub mod feedback;
+pub mod privacy;
+pub mod sessions;
 pub mod shops;
+pub mod users;
 
 use std::time::Duration;
 
@@ -124,10 +131,149 @@ const MIGRATIONS: &[&str] = &[
         used_at TIMESTAMPTZ,
         used_by TEXT
     );
-    CREATE TABLE claim_failures (
-        client TEXT PRIMARY KEY,
+    CREATE TABLE failure_counts (
+        scope TEXT NOT NULL,
+        client TEXT NOT NULL,
         window_start TIMESTAMPTZ NOT NULL,
-        failures INT NOT NULL
+        failures INT NOT NULL,
+        PRIMARY KEY (scope, client)
+    );",
+    // 4: HQ's console. Its users, the keys that sign their tokens, their refresh tokens (by
+    // hash, in families: reusing a spent one revokes the family), and the append-only audit
+    // log. Analytics rollups kept at ingest (per shop and for the chain: days, hours, items,
+    // and each customer's first visit to each shop, which makes a visit a return). What boxes
+    // reported applying of the downlink, and erasures with the boxes they wait for (an erased
+    // ref stays, so events still in a box's outbox are scrubbed as they arrive). Indexes for
+    // the feedback page and for finding a customer's events.
+    "CREATE FUNCTION tastesync_rfc3339(at TIMESTAMPTZ) RETURNS TEXT IMMUTABLE LANGUAGE SQL
+        AS $$ SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"') $$;
+    ALTER TABLE shops ADD COLUMN time_zone TEXT NOT NULL DEFAULT 'Asia/Seoul',
+        ADD COLUMN legacy_downlink_applied BIGINT;
+    ALTER TABLE boxes ADD COLUMN downlink_applied BIGINT;
+    CREATE TABLE hq_users (
+        user_id BIGSERIAL PRIMARY KEY,
+        email TEXT NOT NULL UNIQUE CHECK (email = lower(email)),
+        password_phc TEXT,
+        role TEXT NOT NULL CHECK (role IN ('admin', 'manager', 'analyst')),
+        shops TEXT[] NOT NULL DEFAULT '{}',
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        disabled_at TIMESTAMPTZ
+    );
+    CREATE TABLE signing_keys (
+        kid TEXT PRIMARY KEY,
+        private_key_pem TEXT NOT NULL,
+        created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        retired_at TIMESTAMPTZ
+    );
+    CREATE TABLE refresh_tokens (
+        token_hash BYTEA PRIMARY KEY,
+        family UUID NOT NULL,
+        user_id BIGINT NOT NULL REFERENCES hq_users (user_id),
+        issued_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        expires_at TIMESTAMPTZ NOT NULL,
+        used_at TIMESTAMPTZ,
+        revoked_at TIMESTAMPTZ
+    );
+    CREATE INDEX refresh_tokens_family ON refresh_tokens (family);
+    CREATE INDEX refresh_tokens_user ON refresh_tokens (user_id);
+    CREATE TABLE audit_log (
+        id BIGSERIAL PRIMARY KEY,
+        at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL DEFAULT '',
+        detail JSONB NOT NULL DEFAULT '{}',
+        client TEXT NOT NULL DEFAULT ''
+    );
+    CREATE FUNCTION tastesync_audit_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN RAISE EXCEPTION 'the audit log is append-only'; END $$;
+    CREATE TRIGGER audit_log_append_only BEFORE UPDATE OR DELETE ON audit_log
+        FOR EACH ROW EXECUTE FUNCTION tastesync_audit_append_only();
+    CREATE TRIGGER audit_log_no_truncate BEFORE TRUNCATE ON audit_log
+        FOR EACH STATEMENT EXECUTE FUNCTION tastesync_audit_append_only();
+    CREATE TABLE shop_days (
+        shop_id TEXT NOT NULL,
+        day DATE NOT NULL,
+        visits INT NOT NULL DEFAULT 0,
+        returning_visits INT NOT NULL DEFAULT 0,
+        dwell_s_sum BIGINT NOT NULL DEFAULT 0,
+        dwell_visits INT NOT NULL DEFAULT 0,
+        feedback INT NOT NULL DEFAULT 0,
+        feedback_satisfied INT NOT NULL DEFAULT 0,
+        feedback_score_sum INT NOT NULL DEFAULT 0,
+        orders INT NOT NULL DEFAULT 0,
+        PRIMARY KEY (shop_id, day)
+    );
+    CREATE INDEX shop_days_day ON shop_days (day);
+    CREATE TABLE chain_days (
+        day DATE PRIMARY KEY,
+        visits INT NOT NULL DEFAULT 0,
+        returning_visits INT NOT NULL DEFAULT 0,
+        dwell_s_sum BIGINT NOT NULL DEFAULT 0,
+        dwell_visits INT NOT NULL DEFAULT 0,
+        feedback INT NOT NULL DEFAULT 0,
+        feedback_satisfied INT NOT NULL DEFAULT 0,
+        feedback_score_sum INT NOT NULL DEFAULT 0,
+        orders INT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE shop_hours (
+        shop_id TEXT NOT NULL,
+        day DATE NOT NULL,
+        hour SMALLINT NOT NULL CHECK (hour BETWEEN 0 AND 23),
+        visits INT NOT NULL,
+        PRIMARY KEY (shop_id, day, hour)
+    );
+    CREATE TABLE chain_hours (
+        day DATE NOT NULL,
+        hour SMALLINT NOT NULL CHECK (hour BETWEEN 0 AND 23),
+        visits INT NOT NULL,
+        PRIMARY KEY (day, hour)
+    );
+    CREATE TABLE shop_day_items (
+        shop_id TEXT NOT NULL,
+        day DATE NOT NULL,
+        item TEXT NOT NULL,
+        orders INT NOT NULL,
+        PRIMARY KEY (shop_id, day, item)
+    );
+    CREATE TABLE chain_day_items (
+        day DATE NOT NULL,
+        item TEXT NOT NULL,
+        orders INT NOT NULL,
+        PRIMARY KEY (day, item)
+    );
+    CREATE TABLE customer_shops (
+        shop_id TEXT NOT NULL,
+        customer_ref TEXT NOT NULL,
+        first_visit_ms BIGINT NOT NULL,
+        last_visit_ms BIGINT NOT NULL,
+        visits INT NOT NULL,
+        PRIMARY KEY (shop_id, customer_ref)
+    );
+    CREATE INDEX customer_shops_customer ON customer_shops (customer_ref);
+    CREATE TABLE analytics_state (
+        singleton BOOLEAN PRIMARY KEY DEFAULT true CHECK (singleton),
+        rebuild_needed BOOLEAN NOT NULL
+    );
+    INSERT INTO analytics_state (rebuild_needed) SELECT EXISTS (SELECT 1 FROM events);
+    CREATE INDEX events_feedback ON events (at_ms) WHERE kind = 'feedback_recorded';
+    CREATE INDEX events_customer ON events ((body->>'customer_ref'))
+        WHERE body ? 'customer_ref';
+    CREATE INDEX customers_name ON customers (lower(display_name) text_pattern_ops);
+    CREATE INDEX streams_box ON streams (box_id);
+    CREATE TABLE erasures (
+        id BIGSERIAL PRIMARY KEY,
+        customer_ref TEXT NOT NULL UNIQUE,
+        requested_by TEXT NOT NULL,
+        requested_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        events_scrubbed BIGINT NOT NULL DEFAULT 0
+    );
+    CREATE TABLE erasure_boxes (
+        erasure_id BIGINT NOT NULL REFERENCES erasures (id),
+        shop_id TEXT NOT NULL,
+        box_id TEXT NOT NULL DEFAULT '',
+        version BIGINT NOT NULL,
+        PRIMARY KEY (erasure_id, shop_id, box_id)
     );",
 ];
 

@@ -7,34 +7,67 @@
 
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tastesync_shared::provisioning::BoxStanding;
 use tastesync_shared::typed_code;
 use tastesync_shared::wire::is_valid_id;
-use tokio_postgres::{Client, GenericClient, Transaction};
+use tokio_postgres::{GenericClient, Transaction};
+use utoipa::ToSchema;
 
-/// Failed claims a client may make per window before it must wait for the window's end.
-pub const CLAIM_FAILURES_ALLOWED: i32 = 10;
-pub const CLAIM_FAILURE_WINDOW: Duration = Duration::from_secs(600);
 /// Claim codes: 12 symbols of Crockford's base32 (60 bits), shown as XXXX-XXXX-XXXX.
 const CODE_LEN: usize = 12;
 
-/// Creates a shop; false if it already exists.
-pub async fn add_shop(client: &Client, shop_id: &str, name: &str) -> anyhow::Result<bool> {
+/// Why a shop could not be added.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShopRefused {
+    #[error("{0:?} is not a valid shop id: 1 to 64 letters, digits, - and _")]
+    BadId(String),
+    #[error("the shop's name must be at most 200 printable characters")]
+    BadName,
+    #[error("{0:?} is not a time zone (an IANA name such as Asia/Seoul)")]
+    BadTimeZone(String),
+    #[error("shop {0:?} already exists")]
+    Exists(String),
+}
+
+/// Creates a shop whose days and hours are counted in `time_zone`.
+pub async fn add_shop(
+    client: &impl GenericClient,
+    shop_id: &str,
+    name: &str,
+    time_zone: &str,
+) -> anyhow::Result<Result<(), ShopRefused>> {
     if !is_valid_id(shop_id) {
-        anyhow::bail!("{shop_id:?} is not a valid shop id: 1 to 64 letters, digits, - and _");
+        return Ok(Err(ShopRefused::BadId(shop_id.to_string())));
     }
     if name.chars().count() > 200 || name.chars().any(char::is_control) {
-        anyhow::bail!("the shop's name must be at most 200 printable characters");
+        return Ok(Err(ShopRefused::BadName));
+    }
+    let known_zone = client
+        .query_opt(
+            "SELECT 1 FROM pg_timezone_names WHERE name = $1",
+            &[&time_zone],
+        )
+        .await?
+        .is_some();
+    if !known_zone {
+        return Ok(Err(ShopRefused::BadTimeZone(time_zone.to_string())));
     }
     let inserted = client
         .execute(
-            "INSERT INTO shops (shop_id, name) VALUES ($1, $2) ON CONFLICT (shop_id) DO NOTHING",
-            &[&shop_id, &name],
+            "INSERT INTO shops (shop_id, name, time_zone) VALUES ($1, $2, $3)
+             ON CONFLICT (shop_id) DO NOTHING",
+            &[&shop_id, &name, &time_zone],
         )
         .await?;
-    Ok(inserted == 1)
+    Ok(if inserted == 1 {
+        Ok(())
+    } else {
+        Err(ShopRefused::Exists(shop_id.to_string()))
+    })
 }
 
 pub async fn shop_exists(client: &impl GenericClient, shop_id: &str) -> anyhow::Result<bool> {
@@ -44,26 +77,43 @@ pub async fn shop_exists(client: &impl GenericClient, shop_id: &str) -> anyhow::
         .is_some())
 }
 
-/// A new claim code for `shop_id`, valid for `valid_for`; returns the code as shown.
+/// A claim code as shown, once, to HQ.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct NewClaimCode {
+    pub shop_id: String,
+    /// XXXX-XXXX-XXXX.
+    pub claim_code: String,
+    /// RFC 3339.
+    pub expires_at: String,
+}
+
+/// A new claim code for `shop_id`, valid for `valid_for`; `None` if there is no such shop.
 pub async fn new_claim_code(
-    client: &Client,
+    client: &impl GenericClient,
     shop_id: &str,
     valid_for: Duration,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<Option<NewClaimCode>> {
     if !shop_exists(client, shop_id).await? {
-        anyhow::bail!("no shop {shop_id:?}; add it first with `tastesync-cloud shops add`");
+        return Ok(None);
     }
     let mut random = [0u8; CODE_LEN];
     getrandom::fill(&mut random).expect("the OS random number generator");
     let code = typed_code::from_random(&random);
-    client
-        .execute(
-            "INSERT INTO claim_codes (code_hash, shop_id, expires_at)
-             VALUES ($1, $2, now() + make_interval(secs => $3))",
+    let expires_at: String = client
+        .query_one(
+            &"INSERT INTO claim_codes (code_hash, shop_id, expires_at)
+                 VALUES ($1, $2, now() + make_interval(secs => $3))
+                 RETURNING tastesync_rfc3339(expires_at)"
+                .to_string(),
             &[&code_hash(&code), &shop_id, &(valid_for.as_secs_f64())],
         )
-        .await?;
-    Ok(format!("{}-{}-{}", &code[..4], &code[4..8], &code[8..]))
+        .await?
+        .get(0);
+    Ok(Some(NewClaimCode {
+        shop_id: shop_id.to_string(),
+        claim_code: format!("{}-{}-{}", &code[..4], &code[4..8], &code[8..]),
+        expires_at,
+    }))
 }
 
 /// A claim code as typed (see `typed_code::normalize`); `None` if it cannot be one.
@@ -98,33 +148,13 @@ pub struct Claimed {
 /// broker credentials exist): marks the code used and the box claimed for the code's shop,
 /// with `credential_hash` the SHA-256 of its new password. A box that already redeemed this
 /// code (its answer was lost) may redeem it again while it is valid: it gets new
-/// credentials. Failures are counted for `client`, and committed even though the claim fails.
+/// credentials. The caller charges the attempt to the client's failure budget first.
 pub async fn redeem_claim_code(
     tx: &Transaction<'_>,
-    client: &str,
     normalized_code: &str,
     box_id: &str,
     credential_hash: &[u8],
 ) -> anyhow::Result<Result<Claimed, ClaimRefused>> {
-    let row = tx
-        .query_one(
-            "INSERT INTO claim_failures (client, window_start, failures) VALUES ($1, now(), 0)
-             ON CONFLICT (client) DO UPDATE SET
-                window_start = CASE WHEN claim_failures.window_start < now() - make_interval(secs => $2)
-                                    THEN now() ELSE claim_failures.window_start END,
-                failures = CASE WHEN claim_failures.window_start < now() - make_interval(secs => $2)
-                                THEN 0 ELSE claim_failures.failures END
-             RETURNING failures,
-                extract(epoch FROM window_start + make_interval(secs => $2) - now())::float8",
-            &[&client, &CLAIM_FAILURE_WINDOW.as_secs_f64()],
-        )
-        .await?;
-    let (failures, window_left): (i32, f64) = (row.get(0), row.get(1));
-    if failures >= CLAIM_FAILURES_ALLOWED {
-        return Ok(Err(ClaimRefused::RateLimited {
-            retry_after_s: window_left.ceil().max(1.0) as u64,
-        }));
-    }
     let code = tx
         .query_opt(
             "SELECT shop_id, expires_at < now(), used_by FROM claim_codes
@@ -141,11 +171,6 @@ pub async fn redeem_claim_code(
         },
     };
     if let Some(refused) = refused {
-        tx.execute(
-            "UPDATE claim_failures SET failures = failures + 1 WHERE client = $1",
-            &[&client],
-        )
-        .await?;
         return Ok(Err(refused));
     }
     let shop_id: String = code.expect("checked above").get(0);
@@ -185,8 +210,18 @@ pub async fn box_standing(
     }))
 }
 
+pub async fn box_exists(client: &impl GenericClient, box_id: &str) -> anyhow::Result<bool> {
+    Ok(client
+        .query_opt("SELECT 1 FROM boxes WHERE box_id = $1", &[&box_id])
+        .await?
+        .is_some())
+}
+
 /// Marks a box revoked; returns its shop, or `None` if there is no such box.
-pub async fn revoke_box(client: &Client, box_id: &str) -> anyhow::Result<Option<String>> {
+pub async fn revoke_box(
+    client: &impl GenericClient,
+    box_id: &str,
+) -> anyhow::Result<Option<String>> {
     let row = client
         .query_opt(
             "UPDATE boxes SET revoked_at = coalesce(revoked_at, now()), online = false
@@ -210,21 +245,26 @@ pub async fn revoked_boxes(client: &impl GenericClient) -> anyhow::Result<Vec<(S
 }
 
 /// A shop as `shops list` and the console show it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ShopSummary {
     pub shop_id: String,
     pub name: String,
+    /// The IANA time zone its days and hours are counted in.
+    pub time_zone: String,
     pub boxes: Vec<BoxSummary>,
     /// Gaps recorded in the shop's streams: seqs lost with a restored database, or where a
     /// box's store went back in time.
     pub gaps: Vec<GapSummary>,
+    /// Claim codes given out for the shop (never the codes themselves).
+    pub claim_codes: Vec<ClaimCodeSummary>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct BoxSummary {
     /// `None` for a box still speaking protocol 1 (it has no box id; one per shop).
     pub box_id: Option<String>,
     pub protocol: i32,
+    /// From its retained status; its last will turns it off when it drops.
     pub online: bool,
     /// When the cloud last heard from it (events or status), RFC 3339.
     pub last_seen: Option<String>,
@@ -238,7 +278,7 @@ pub struct BoxSummary {
     pub revoked: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct GapSummary {
     pub stream_id: String,
     pub box_id: Option<String>,
@@ -249,85 +289,122 @@ pub struct GapSummary {
     pub detected_at: String,
 }
 
-/// Every shop (or one), with its boxes and gaps.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ClaimCodeSummary {
+    pub created_at: String,
+    pub expires_at: String,
+    /// `open`, `used` or `expired`.
+    pub state: String,
+    /// The box that used it.
+    pub used_by: Option<String>,
+}
+
+/// Every shop (or those of `only`, or one), with its boxes, gaps and claim codes.
 pub async fn list(
     client: &impl GenericClient,
     shop: Option<&str>,
 ) -> anyhow::Result<Vec<ShopSummary>> {
-    const TIME: &str = r#"'YYYY-MM-DD"T"HH24:MI:SS.MSOF'"#;
-    let shops = client
-        .query(
-            "SELECT shop_id, name FROM shops WHERE $1::text IS NULL OR shop_id = $1 ORDER BY shop_id",
-            &[&shop],
-        )
-        .await?;
-    let boxes = client
-        .query(
-            &format!(
-                "SELECT b.shop_id, b.box_id, 2, b.online,
-                    to_char(greatest(b.last_seen, (SELECT max(s.last_seen) FROM streams s
-                                                   WHERE s.box_id = b.box_id)), {TIME}),
-                    (SELECT to_char(max(s.last_seen), {TIME}) FROM streams s WHERE s.box_id = b.box_id),
-                    (b.health->>'outbox_pending')::bigint, (b.health->>'oldest_unsent_ms')::bigint,
-                    b.software, to_char(b.claimed_at, {TIME}), b.revoked_at IS NOT NULL
-                 FROM boxes b WHERE $1::text IS NULL OR b.shop_id = $1
-                 UNION ALL
-                 SELECT s.shop_id, NULL, 1, sh.online, to_char(sh.last_seen, {TIME}),
-                    to_char(s.last_seen, {TIME}), NULL, NULL, NULL, NULL, false
-                 FROM streams s JOIN shops sh USING (shop_id)
-                 WHERE s.protocol = 1 AND s.box_id IS NULL AND ($1::text IS NULL OR s.shop_id = $1)
-                 ORDER BY 1, 2 NULLS FIRST"
-            ),
-            &[&shop],
-        )
-        .await?;
-    let gaps = client
-        .query(
-            &format!(
-                "SELECT s.shop_id, g.stream_id::text, s.box_id, g.from_seq, g.to_seq, g.kind,
-                    to_char(g.detected_at, {TIME})
-                 FROM stream_gaps g JOIN streams s USING (stream_id)
-                 WHERE $1::text IS NULL OR s.shop_id = $1 ORDER BY g.id"
-            ),
-            &[&shop],
-        )
-        .await?;
-    Ok(shops
+    let only: Option<Vec<String>> = shop.map(|s| vec![s.to_string()]);
+    list_of(client, only.as_deref()).await
+}
+
+/// Every shop, or those of `only`, with their boxes, gaps and claim codes.
+pub async fn list_of(
+    client: &impl GenericClient,
+    only: Option<&[String]>,
+) -> anyhow::Result<Vec<ShopSummary>> {
+    let only: Option<Vec<&str>> = only.map(|s| s.iter().map(String::as_str).collect());
+    let shops_sql = "SELECT shop_id, name, time_zone FROM shops
+         WHERE $1::text[] IS NULL OR shop_id = ANY($1) ORDER BY shop_id";
+    let boxes_sql = "SELECT b.shop_id, b.box_id, 2, b.online,
+            tastesync_rfc3339(greatest(b.last_seen, s.last_seen)), tastesync_rfc3339(s.last_seen),
+            (b.health->>'outbox_pending')::bigint, (b.health->>'oldest_unsent_ms')::bigint,
+            b.software, tastesync_rfc3339(b.claimed_at), b.revoked_at IS NOT NULL
+         FROM boxes b LEFT JOIN (
+            SELECT box_id, max(last_seen) AS last_seen FROM streams
+            WHERE box_id IS NOT NULL GROUP BY box_id
+         ) s USING (box_id)
+         WHERE $1::text[] IS NULL OR b.shop_id = ANY($1)
+         UNION ALL
+         SELECT s.shop_id, NULL, 1, sh.online, tastesync_rfc3339(sh.last_seen),
+            tastesync_rfc3339(s.last_seen), NULL, NULL, NULL, NULL, false
+         FROM streams s JOIN shops sh USING (shop_id)
+         WHERE s.protocol = 1 AND s.box_id IS NULL AND ($1::text[] IS NULL OR s.shop_id = ANY($1))
+         ORDER BY 1, 2 NULLS FIRST"
+        .to_string();
+    let gaps_sql = "SELECT s.shop_id, g.stream_id::text, s.box_id, g.from_seq, g.to_seq, g.kind,
+            tastesync_rfc3339(g.detected_at)
+         FROM stream_gaps g JOIN streams s USING (stream_id)
+         WHERE $1::text[] IS NULL OR s.shop_id = ANY($1) ORDER BY g.id"
+        .to_string();
+    let codes_sql = "SELECT shop_id, tastesync_rfc3339(created_at), tastesync_rfc3339(expires_at),
+            CASE WHEN used_by IS NOT NULL THEN 'used' WHEN expires_at < now() THEN 'expired'
+                 ELSE 'open' END,
+            used_by
+         FROM claim_codes
+         WHERE ($1::text[] IS NULL OR shop_id = ANY($1))
+           AND created_at > now() - interval '30 days'
+         ORDER BY created_at DESC"
+        .to_string();
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&only];
+    let (shops, boxes, gaps, codes) = tokio::try_join!(
+        client.query(shops_sql, &params),
+        client.query(&boxes_sql, &params),
+        client.query(&gaps_sql, &params),
+        client.query(&codes_sql, &params),
+    )?;
+    let mut summaries: BTreeMap<String, ShopSummary> = shops
         .iter()
         .map(|row| {
             let shop_id: String = row.get(0);
-            ShopSummary {
-                boxes: boxes
-                    .iter()
-                    .filter(|b| b.get::<_, String>(0) == shop_id)
-                    .map(|b| BoxSummary {
-                        box_id: b.get(1),
-                        protocol: b.get(2),
-                        online: b.get(3),
-                        last_seen: b.get(4),
-                        last_event: b.get(5),
-                        backlog: b.get(6),
-                        oldest_unsent_ms: b.get(7),
-                        software: b.get(8),
-                        claimed_at: b.get(9),
-                        revoked: b.get(10),
-                    })
-                    .collect(),
-                gaps: gaps
-                    .iter()
-                    .filter(|g| g.get::<_, String>(0) == shop_id)
-                    .map(|g| GapSummary {
-                        stream_id: g.get(1),
-                        box_id: g.get(2),
-                        from_seq: g.get(3),
-                        to_seq: g.get(4),
-                        kind: g.get(5),
-                        detected_at: g.get(6),
-                    })
-                    .collect(),
+            let summary = ShopSummary {
+                shop_id: shop_id.clone(),
                 name: row.get(1),
-                shop_id,
-            }
+                time_zone: row.get(2),
+                boxes: Vec::new(),
+                gaps: Vec::new(),
+                claim_codes: Vec::new(),
+            };
+            (shop_id, summary)
         })
-        .collect())
+        .collect();
+    for b in &boxes {
+        if let Some(shop) = summaries.get_mut(b.get::<_, &str>(0)) {
+            shop.boxes.push(BoxSummary {
+                box_id: b.get(1),
+                protocol: b.get(2),
+                online: b.get(3),
+                last_seen: b.get(4),
+                last_event: b.get(5),
+                backlog: b.get(6),
+                oldest_unsent_ms: b.get(7),
+                software: b.get(8),
+                claimed_at: b.get(9),
+                revoked: b.get(10),
+            });
+        }
+    }
+    for g in &gaps {
+        if let Some(shop) = summaries.get_mut(g.get::<_, &str>(0)) {
+            shop.gaps.push(GapSummary {
+                stream_id: g.get(1),
+                box_id: g.get(2),
+                from_seq: g.get(3),
+                to_seq: g.get(4),
+                kind: g.get(5),
+                detected_at: g.get(6),
+            });
+        }
+    }
+    for c in &codes {
+        if let Some(shop) = summaries.get_mut(c.get::<_, &str>(0)) {
+            shop.claim_codes.push(ClaimCodeSummary {
+                created_at: c.get(1),
+                expires_at: c.get(2),
+                state: c.get(3),
+                used_by: c.get(4),
+            });
+        }
+    }
+    Ok(summaries.into_values().collect())
 }

@@ -99,7 +99,9 @@ pub fn pin_weakness(pin: &str) -> Option<String> {
                 "the PIN repeats a pair of digits; choose one that is hard to guess".into(),
             );
         }
-        if digits.len() % 3 == 0 && digits.iter().enumerate().all(|(i, d)| *d == digits[i % 3]) {
+        if digits.len().is_multiple_of(3)
+            && digits.iter().enumerate().all(|(i, d)| *d == digits[i % 3])
+        {
             return Some("the PIN repeats three digits; choose one that is hard to guess".into());
         }
     }

@@ -125,10 +125,10 @@ impl EidResolver {
             return;
         };
         for window in self.wanted_windows(tag.exponent, self.now_s) {
-            if let Some(eid) = tag.eid_in_window(window) {
-                if self.table.get(&eid) == Some(&customer) {
-                    self.table.remove(&eid);
-                }
+            if let Some(eid) = tag.eid_in_window(window)
+                && self.table.get(&eid) == Some(&customer)
+            {
+                self.table.remove(&eid);
             }
         }
         // Stale (eid, customer) pairs left in `windows` are harmless: dropping a window only

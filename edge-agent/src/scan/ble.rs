@@ -89,15 +89,15 @@ impl<K: std::hash::Hash + Eq + Clone> DeviceCache<K> {
     /// The device's record, created if new; when full, the least recently heard device is
     /// forgotten first.
     fn get_or_insert(&mut self, id: &K, address: [u8; 6]) -> &mut Device {
-        if !self.devices.contains_key(id) && self.devices.len() >= self.capacity {
-            if let Some(oldest) = self
+        if !self.devices.contains_key(id)
+            && self.devices.len() >= self.capacity
+            && let Some(oldest) = self
                 .devices
                 .iter()
                 .min_by_key(|(_, d)| d.last_heard)
                 .map(|(id, _)| id.clone())
-            {
-                self.devices.remove(&oldest);
-            }
+        {
+            self.devices.remove(&oldest);
         }
         self.devices.entry(id.clone()).or_insert_with(|| Device {
             address,
@@ -154,11 +154,10 @@ pub async fn run(
                     };
                     last_event = Instant::now();
                     failed_restarts = 0;
-                    if let Some(ad) = handle_event(&adapter, &mut cache, event, &zone).await {
-                        if tx.send(ad).await.is_err() {
+                    if let Some(ad) = handle_event(&adapter, &mut cache, event, &zone).await
+                        && tx.send(ad).await.is_err() {
                             return Ok(());
                         }
-                    }
                 }
                 _ = check.tick() => {
                     if last_event.elapsed() >= watchdog {

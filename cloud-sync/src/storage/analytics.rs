@@ -1,0 +1,617 @@
+//! Chain analytics without scanning events: rollups kept in the transaction that stores the
+//! events, so dashboards read a few hundred rows whatever the chain's size.
+//!
+//! - `shop_days` / `chain_days`: per local day (the shop's time zone): visits, returning
+//!   visits, dwell, private feedback, orders.
+//! - `shop_hours` / `chain_hours`: visits per local day and hour (the weekday x hour map).
+//! - `shop_day_items` / `chain_day_items`: ordered items per day.
+//! - `customer_shops`: each customer's first and last visit to each shop.
+//!
+//! Definitions (the same in [`record`], run at ingest, and [`rebuild`], run over all events):
+//! a *visit* is a `customer_arrived` event; it is *returning* if the customer (by ref) has an
+//! earlier visit to the same shop, so of a customer's visits to a shop exactly the earliest
+//! is not (an earlier one arriving late, from a box that was offline, takes its place, and
+//! the day it replaced gains a returning visit). Dwell comes from `customer_left` events
+//! with a dwell time (whole seconds), satisfaction (the share of scores 4 and 5, of whole
+//! scores 1 to 5) from `feedback_recorded`, orders
+//! and items from `order_recorded` (items trimmed of spaces and ASCII-lower-cased).
+//! Rollup rows are locked in one order (shop rows, then chain rows, each sorted), after the
+//! streams', so concurrent ingest transactions cannot deadlock.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+use tokio_postgres::{GenericClient, Transaction};
+use utoipa::ToSchema;
+
+/// The event kinds the rollups read.
+pub const ARRIVED: &str = "customer_arrived";
+pub const LEFT: &str = "customer_left";
+pub const FEEDBACK: &str = "feedback_recorded";
+pub const ORDER: &str = "order_recorded";
+
+/// A newly stored event, as the rollups see it.
+pub struct NewEvent<'a> {
+    pub shop_id: &'a str,
+    pub kind: &'a str,
+    pub at_ms: i64,
+    pub body: &'a Value,
+}
+
+/// A visit's customer ref, if it names one.
+pub fn customer_ref(body: &Value) -> Option<&str> {
+    body.get("customer_ref")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty())
+}
+
+/// An ordered item as the rollups count it.
+fn normalize_item(item: &str) -> Option<String> {
+    let item = item.trim_matches(' ').to_ascii_lowercase();
+    (!item.is_empty()).then_some(item)
+}
+
+/// One event's (or one correction's) part of a day's figures.
+#[derive(Default)]
+struct Contributions<'a> {
+    shop: Vec<&'a str>,
+    at_ms: Vec<i64>,
+    visit: Vec<i32>,
+    returning: Vec<i32>,
+    dwell_s: Vec<Option<i32>>,
+    score: Vec<Option<i32>>,
+    order: Vec<i32>,
+}
+
+impl<'a> Contributions<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn push(
+        &mut self,
+        shop: &'a str,
+        at_ms: i64,
+        visit: bool,
+        returning: bool,
+        dwell_s: Option<i32>,
+        score: Option<i32>,
+        order: bool,
+    ) {
+        self.shop.push(shop);
+        self.at_ms.push(at_ms);
+        self.visit.push(visit.into());
+        self.returning.push(returning.into());
+        self.dwell_s.push(dwell_s);
+        self.score.push(score);
+        self.order.push(order.into());
+    }
+}
+
+/// Adds newly stored events to the rollups, within the transaction that stored them.
+pub async fn record(tx: &Transaction<'_>, events: &[NewEvent<'_>]) -> anyhow::Result<()> {
+    let mut figures = Contributions::default();
+    let (mut item_shops, mut item_at, mut items) = (Vec::new(), Vec::new(), Vec::new());
+    let mut arrivals: BTreeMap<(&str, &str), Vec<i64>> = BTreeMap::new();
+    for e in events {
+        match e.kind {
+            ARRIVED => match customer_ref(e.body) {
+                Some(customer) => arrivals
+                    .entry((e.shop_id, customer))
+                    .or_default()
+                    .push(e.at_ms),
+                None => figures.push(e.shop_id, e.at_ms, true, false, None, None, false),
+            },
+            LEFT => {
+                let dwell = e.body.get("dwell_s").and_then(Value::as_i64);
+                // Up to 9 digits, as the rebuild reads them.
+                if let Some(dwell) = dwell.filter(|d| (0..1_000_000_000).contains(d)) {
+                    figures.push(
+                        e.shop_id,
+                        e.at_ms,
+                        false,
+                        false,
+                        Some(dwell as i32),
+                        None,
+                        false,
+                    );
+                }
+            }
+            FEEDBACK => {
+                let score = e.body.get("score").and_then(Value::as_i64);
+                if let Some(score) = score.filter(|s| (1..=5).contains(s)) {
+                    figures.push(
+                        e.shop_id,
+                        e.at_ms,
+                        false,
+                        false,
+                        None,
+                        Some(score as i32),
+                        false,
+                    );
+                }
+            }
+            ORDER => {
+                figures.push(e.shop_id, e.at_ms, false, false, None, None, true);
+                let ordered = e.body.get("items").and_then(Value::as_array);
+                for item in ordered.into_iter().flatten().filter_map(Value::as_str) {
+                    if let Some(item) = normalize_item(item) {
+                        item_shops.push(e.shop_id);
+                        item_at.push(e.at_ms);
+                        items.push(item);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    record_visits(tx, &arrivals, &mut figures).await?;
+    if figures.shop.is_empty() && items.is_empty() {
+        return Ok(());
+    }
+    tx.execute(
+        ROLLUP_SQL,
+        &[
+            &figures.shop,
+            &figures.at_ms,
+            &figures.visit,
+            &figures.returning,
+            &figures.dwell_s,
+            &figures.score,
+            &figures.order,
+            &item_shops,
+            &item_at,
+            &items,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Decides which arrivals are returning visits against each customer's first visit to the
+/// shop (locked), records the visits, and keeps `customer_shops` up to date.
+async fn record_visits<'a>(
+    tx: &Transaction<'_>,
+    arrivals: &BTreeMap<(&'a str, &'a str), Vec<i64>>,
+    figures: &mut Contributions<'a>,
+) -> anyhow::Result<()> {
+    if arrivals.is_empty() {
+        return Ok(());
+    }
+    let (shops, customers): (Vec<&str>, Vec<&str>) = arrivals.keys().copied().unzip();
+    let rows = tx
+        .query(
+            "SELECT shop_id, customer_ref, first_visit_ms FROM customer_shops
+             WHERE (shop_id, customer_ref) IN (SELECT * FROM unnest($1::text[], $2::text[]))
+             ORDER BY shop_id, customer_ref FOR UPDATE",
+            &[&shops, &customers],
+        )
+        .await?;
+    let known: BTreeMap<(String, String), i64> = rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect();
+    let (mut first_of, mut last_of, mut count_of) = (Vec::new(), Vec::new(), Vec::new());
+    for (&(shop, customer), times) in arrivals {
+        let mut times = times.clone();
+        times.sort_unstable();
+        let mut first = known
+            .get(&(shop.to_string(), customer.to_string()))
+            .copied();
+        for &at in &times {
+            match first {
+                Some(earliest) if earliest <= at => {
+                    figures.push(shop, at, true, true, None, None, false);
+                }
+                _ => {
+                    if let Some(replaced) = first {
+                        // The visit that was first is a return now.
+                        figures.push(shop, replaced, false, true, None, None, false);
+                    }
+                    figures.push(shop, at, true, false, None, None, false);
+                    first = Some(at);
+                }
+            }
+        }
+        first_of.push(first.expect("at least one arrival"));
+        last_of.push(*times.last().expect("at least one arrival"));
+        count_of.push(times.len() as i32);
+    }
+    tx.execute(
+        "INSERT INTO customer_shops AS c (shop_id, customer_ref, first_visit_ms, last_visit_ms, visits)
+         SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::int[])
+         ON CONFLICT (shop_id, customer_ref) DO UPDATE SET
+            first_visit_ms = least(c.first_visit_ms, excluded.first_visit_ms),
+            last_visit_ms = greatest(c.last_visit_ms, excluded.last_visit_ms),
+            visits = c.visits + excluded.visits",
+        &[&shops, &customers, &first_of, &last_of, &count_of],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Adds contributions ($1-$7) and ordered items ($8-$10) to the shop rollups, then to the
+/// chain's. Unreferenced data-modifying CTEs run in the order written.
+const ROLLUP_SQL: &str = "
+WITH c AS (
+    SELECT u.shop, (to_timestamp(u.at / 1000.0) AT TIME ZONE coalesce(s.time_zone, 'UTC')) AS local,
+           u.visit, u.ret, u.dwell, u.score, u.ord
+    FROM unnest($1::text[], $2::bigint[], $3::int[], $4::int[], $5::int[], $6::int[], $7::int[])
+         AS u(shop, at, visit, ret, dwell, score, ord)
+    LEFT JOIN shops s ON s.shop_id = u.shop
+), d AS (
+    SELECT shop, local::date AS day, sum(visit)::int AS visits, sum(ret)::int AS ret,
+           coalesce(sum(dwell), 0)::bigint AS dwell_sum, count(dwell)::int AS dwell_n,
+           count(score)::int AS feedback, (count(*) FILTER (WHERE score >= 4))::int AS satisfied,
+           coalesce(sum(score), 0)::int AS score_sum, sum(ord)::int AS orders
+    FROM c GROUP BY 1, 2
+), h AS (
+    SELECT shop, local::date AS day, extract(hour FROM local)::smallint AS hour,
+           sum(visit)::int AS visits
+    FROM c WHERE visit > 0 GROUP BY 1, 2, 3
+), i AS (
+    SELECT u.shop, (to_timestamp(u.at / 1000.0) AT TIME ZONE coalesce(s.time_zone, 'UTC'))::date AS day,
+           u.item, count(*)::int AS orders
+    FROM unnest($8::text[], $9::bigint[], $10::text[]) AS u(shop, at, item)
+    LEFT JOIN shops s ON s.shop_id = u.shop
+    GROUP BY 1, 2, 3
+), shop_days_added AS (
+    INSERT INTO shop_days AS t (shop_id, day, visits, returning_visits, dwell_s_sum, dwell_visits,
+                                feedback, feedback_satisfied, feedback_score_sum, orders)
+    SELECT * FROM d ORDER BY shop, day
+    ON CONFLICT (shop_id, day) DO UPDATE SET
+        visits = t.visits + excluded.visits,
+        returning_visits = t.returning_visits + excluded.returning_visits,
+        dwell_s_sum = t.dwell_s_sum + excluded.dwell_s_sum,
+        dwell_visits = t.dwell_visits + excluded.dwell_visits,
+        feedback = t.feedback + excluded.feedback,
+        feedback_satisfied = t.feedback_satisfied + excluded.feedback_satisfied,
+        feedback_score_sum = t.feedback_score_sum + excluded.feedback_score_sum,
+        orders = t.orders + excluded.orders
+), shop_hours_added AS (
+    INSERT INTO shop_hours AS t (shop_id, day, hour, visits)
+    SELECT * FROM h ORDER BY shop, day, hour
+    ON CONFLICT (shop_id, day, hour) DO UPDATE SET visits = t.visits + excluded.visits
+), shop_items_added AS (
+    INSERT INTO shop_day_items AS t (shop_id, day, item, orders)
+    SELECT * FROM i ORDER BY shop, day, item
+    ON CONFLICT (shop_id, day, item) DO UPDATE SET orders = t.orders + excluded.orders
+), chain_days_added AS (
+    INSERT INTO chain_days AS t (day, visits, returning_visits, dwell_s_sum, dwell_visits,
+                                 feedback, feedback_satisfied, feedback_score_sum, orders)
+    SELECT day, sum(visits), sum(ret), sum(dwell_sum), sum(dwell_n), sum(feedback),
+           sum(satisfied), sum(score_sum), sum(orders)
+    FROM d GROUP BY day ORDER BY day
+    ON CONFLICT (day) DO UPDATE SET
+        visits = t.visits + excluded.visits,
+        returning_visits = t.returning_visits + excluded.returning_visits,
+        dwell_s_sum = t.dwell_s_sum + excluded.dwell_s_sum,
+        dwell_visits = t.dwell_visits + excluded.dwell_visits,
+        feedback = t.feedback + excluded.feedback,
+        feedback_satisfied = t.feedback_satisfied + excluded.feedback_satisfied,
+        feedback_score_sum = t.feedback_score_sum + excluded.feedback_score_sum,
+        orders = t.orders + excluded.orders
+), chain_hours_added AS (
+    INSERT INTO chain_hours AS t (day, hour, visits)
+    SELECT day, hour, sum(visits) FROM h GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (day, hour) DO UPDATE SET visits = t.visits + excluded.visits
+), chain_items_added AS (
+    INSERT INTO chain_day_items AS t (day, item, orders)
+    SELECT day, item, sum(orders) FROM i GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (day, item) DO UPDATE SET orders = t.orders + excluded.orders
+)
+SELECT 1";
+
+/// Recomputes every rollup from the stored events, set-based, in one transaction that
+/// holds ingest off (a migration's backfill, `tastesync-cloud analytics rebuild`). The
+/// second implementation of the definitions above: tests hold the two to each other.
+pub async fn rebuild(db: &mut tokio_postgres::Client) -> anyhow::Result<()> {
+    let tx = db.transaction().await?;
+    tx.batch_execute(REBUILD_SQL).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+const REBUILD_SQL: &str = "
+LOCK TABLE events IN SHARE MODE;
+TRUNCATE shop_days, shop_hours, shop_day_items, chain_days, chain_hours, chain_day_items,
+         customer_shops;
+INSERT INTO customer_shops (shop_id, customer_ref, first_visit_ms, last_visit_ms, visits)
+    SELECT shop_id, body->>'customer_ref', min(at_ms), max(at_ms), count(*)
+    FROM events
+    WHERE kind = 'customer_arrived' AND jsonb_typeof(body->'customer_ref') = 'string'
+      AND body->>'customer_ref' <> ''
+    GROUP BY 1, 2;
+CREATE TEMP TABLE rollup_events ON COMMIT DROP AS
+    SELECT e.shop_id, e.kind,
+           (to_timestamp(e.at_ms / 1000.0) AT TIME ZONE coalesce(s.time_zone, 'UTC')) AS local,
+           e.kind = 'customer_arrived' AND jsonb_typeof(e.body->'customer_ref') = 'string'
+               AND e.body->>'customer_ref' <> '' AS with_ref,
+           CASE WHEN e.kind = 'customer_left' AND e.body->>'dwell_s' ~ '^[0-9]{1,9}$'
+                     AND jsonb_typeof(e.body->'dwell_s') = 'number'
+                THEN (e.body->>'dwell_s')::bigint END AS dwell,
+           CASE WHEN e.kind = 'feedback_recorded' AND e.body->>'score' ~ '^[1-5]$'
+                     AND jsonb_typeof(e.body->'score') = 'number'
+                THEN (e.body->>'score')::int END AS score,
+           CASE WHEN e.kind = 'order_recorded' AND jsonb_typeof(e.body->'items') = 'array'
+                THEN e.body->'items' END AS items
+    FROM events e LEFT JOIN shops s USING (shop_id)
+    WHERE e.kind IN ('customer_arrived', 'customer_left', 'feedback_recorded', 'order_recorded');
+CREATE TEMP TABLE first_visits ON COMMIT DROP AS
+    SELECT c.shop_id,
+           (to_timestamp(c.first_visit_ms / 1000.0) AT TIME ZONE coalesce(s.time_zone, 'UTC'))::date AS day,
+           count(*) AS firsts
+    FROM customer_shops c LEFT JOIN shops s USING (shop_id) GROUP BY 1, 2;
+INSERT INTO shop_days (shop_id, day, visits, returning_visits, dwell_s_sum, dwell_visits,
+                       feedback, feedback_satisfied, feedback_score_sum, orders)
+    SELECT r.shop_id, r.day, r.visits, r.with_ref - coalesce(f.firsts, 0), r.dwell_sum, r.dwell_n,
+           r.feedback, r.satisfied, r.score_sum, r.orders
+    FROM (
+        SELECT shop_id, local::date AS day,
+            count(*) FILTER (WHERE kind = 'customer_arrived') AS visits,
+            count(*) FILTER (WHERE with_ref) AS with_ref,
+            coalesce(sum(dwell), 0) AS dwell_sum, count(dwell) AS dwell_n,
+            count(score) AS feedback, count(*) FILTER (WHERE score >= 4) AS satisfied,
+            coalesce(sum(score), 0) AS score_sum,
+            count(*) FILTER (WHERE kind = 'order_recorded') AS orders
+        FROM rollup_events GROUP BY 1, 2
+    ) r LEFT JOIN first_visits f USING (shop_id, day)
+    WHERE r.visits + r.dwell_n + r.feedback + r.orders > 0;
+INSERT INTO shop_hours (shop_id, day, hour, visits)
+    SELECT shop_id, local::date, extract(hour FROM local), count(*)
+    FROM rollup_events WHERE kind = 'customer_arrived' GROUP BY 1, 2, 3;
+INSERT INTO shop_day_items (shop_id, day, item, orders)
+    SELECT shop_id, day, item, count(*) FROM (
+        SELECT shop_id, local::date AS day,
+               translate(btrim(item, ' '), 'ABCDEFGHIJKLMNOPQRSTUVWXYZ',
+                         'abcdefghijklmnopqrstuvwxyz') AS item
+        FROM rollup_events, jsonb_array_elements(items) AS element,
+             LATERAL (SELECT element #>> '{}' AS item) i
+        WHERE items IS NOT NULL AND jsonb_typeof(element) = 'string'
+    ) o WHERE item <> '' GROUP BY 1, 2, 3;
+INSERT INTO chain_days (day, visits, returning_visits, dwell_s_sum, dwell_visits, feedback,
+                        feedback_satisfied, feedback_score_sum, orders)
+    SELECT day, sum(visits), sum(returning_visits), sum(dwell_s_sum), sum(dwell_visits),
+           sum(feedback), sum(feedback_satisfied), sum(feedback_score_sum), sum(orders)
+    FROM shop_days GROUP BY day;
+INSERT INTO chain_hours (day, hour, visits)
+    SELECT day, hour, sum(visits) FROM shop_hours GROUP BY 1, 2;
+INSERT INTO chain_day_items (day, item, orders)
+    SELECT day, item, sum(orders) FROM shop_day_items GROUP BY 1, 2;
+UPDATE analytics_state SET rebuild_needed = false;
+";
+
+/// Rebuilds the rollups if a migration asked for it (a database that had events before the
+/// rollups existed).
+pub async fn rebuild_if_needed(db: &mut tokio_postgres::Client) -> anyhow::Result<()> {
+    let needed: bool = db
+        .query_one("SELECT rebuild_needed FROM analytics_state", &[])
+        .await?
+        .get(0);
+    if needed {
+        tracing::info!("computing the analytics rollups of the events stored so far");
+        rebuild(db).await?;
+    }
+    Ok(())
+}
+
+/// Which shops a report covers.
+#[derive(Debug, Clone)]
+pub enum Scope {
+    /// The whole chain (its own rollups).
+    Chain,
+    /// Some shops (a manager's, or one shop).
+    Shops(Vec<String>),
+}
+
+/// A date range's figures.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Report {
+    /// First and last day, inclusive (YYYY-MM-DD).
+    pub from: String,
+    pub to: String,
+    pub totals: Figures,
+    /// Each day of the range with visits or other figures (days without are left out).
+    pub days: Vec<DayFigures>,
+    /// Visits by weekday (0 Monday ... 6 Sunday) and hour (0-23), in each shop's local time.
+    pub busiest_hours: Vec<Vec<i64>>,
+    /// The most ordered items, most first (at most 10).
+    pub top_items: Vec<ItemCount>,
+    /// Each shop's figures, most visits first.
+    pub shops: Vec<ShopFigures>,
+}
+
+/// Figures over some days.
+#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+pub struct Figures {
+    pub visits: i64,
+    pub returning_visits: i64,
+    /// Returning visits / visits, 0 to 1 (none without visits).
+    pub returning_rate: Option<f64>,
+    /// Mean dwell of the visits whose departure was seen, seconds.
+    pub average_dwell_s: Option<f64>,
+    /// Private feedback given, and the share scoring 4 or 5 (0 to 1).
+    pub feedback: i64,
+    pub satisfaction: Option<f64>,
+    pub average_score: Option<f64>,
+    pub orders: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DayFigures {
+    pub day: String,
+    pub visits: i64,
+    pub returning_visits: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ItemCount {
+    pub item: String,
+    pub orders: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ShopFigures {
+    pub shop_id: String,
+    pub name: String,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+/// Sums of a range's day rows.
+#[derive(Default)]
+struct Sums {
+    visits: i64,
+    returning: i64,
+    dwell_sum: i64,
+    dwell_n: i64,
+    feedback: i64,
+    satisfied: i64,
+    score_sum: i64,
+    orders: i64,
+}
+
+impl Sums {
+    /// From columns 1.. of a row: visits, returning, dwell sum, dwell count, feedback,
+    /// satisfied, score sum, orders.
+    fn of(row: &tokio_postgres::Row, at: usize) -> Sums {
+        Sums {
+            visits: row.get(at),
+            returning: row.get(at + 1),
+            dwell_sum: row.get(at + 2),
+            dwell_n: row.get(at + 3),
+            feedback: row.get(at + 4),
+            satisfied: row.get(at + 5),
+            score_sum: row.get(at + 6),
+            orders: row.get(at + 7),
+        }
+    }
+
+    fn add(&mut self, other: &Sums) {
+        self.visits += other.visits;
+        self.returning += other.returning;
+        self.dwell_sum += other.dwell_sum;
+        self.dwell_n += other.dwell_n;
+        self.feedback += other.feedback;
+        self.satisfied += other.satisfied;
+        self.score_sum += other.score_sum;
+        self.orders += other.orders;
+    }
+
+    fn figures(&self) -> Figures {
+        let ratio = |a: i64, b: i64| (b > 0).then(|| a as f64 / b as f64);
+        Figures {
+            visits: self.visits,
+            returning_visits: self.returning,
+            returning_rate: ratio(self.returning, self.visits),
+            average_dwell_s: ratio(self.dwell_sum, self.dwell_n),
+            feedback: self.feedback,
+            satisfaction: ratio(self.satisfied, self.feedback),
+            average_score: ratio(self.score_sum, self.feedback),
+            orders: self.orders,
+        }
+    }
+}
+
+const SUMS: &str = "sum(visits)::bigint, sum(returning_visits)::bigint, sum(dwell_s_sum)::bigint,
+    sum(dwell_visits)::bigint, sum(feedback)::bigint, sum(feedback_satisfied)::bigint,
+    sum(feedback_score_sum)::bigint, sum(orders)::bigint";
+
+/// The figures of `scope` from `from` to `to` (inclusive), read from the rollups only. The
+/// four queries are pipelined on one connection.
+pub async fn report(
+    db: &impl GenericClient,
+    scope: &Scope,
+    from: &str,
+    to: &str,
+) -> anyhow::Result<Report> {
+    let shops: Vec<String> = match scope {
+        Scope::Chain => Vec::new(),
+        Scope::Shops(shops) => shops.clone(),
+    };
+    let chain = matches!(scope, Scope::Chain);
+    let (days_sql, hours_sql, items_sql) = if chain {
+        (
+            format!(
+                "SELECT to_char(day, 'YYYY-MM-DD'), {SUMS} FROM chain_days
+                 WHERE day BETWEEN $1::text::date AND $2::text::date
+                 GROUP BY day ORDER BY day"
+            ),
+            "SELECT extract(isodow FROM day)::int - 1, hour::int, sum(visits)::bigint
+             FROM chain_hours WHERE day BETWEEN $1::text::date AND $2::text::date
+             GROUP BY 1, 2",
+            "SELECT item, sum(orders)::bigint FROM chain_day_items
+             WHERE day BETWEEN $1::text::date AND $2::text::date
+             GROUP BY item ORDER BY 2 DESC, item LIMIT 10",
+        )
+    } else {
+        (
+            format!(
+                "SELECT to_char(day, 'YYYY-MM-DD'), {SUMS} FROM shop_days
+                 WHERE day BETWEEN $1::text::date AND $2::text::date AND shop_id = ANY($3)
+                 GROUP BY day ORDER BY day"
+            ),
+            "SELECT extract(isodow FROM day)::int - 1, hour::int, sum(visits)::bigint
+             FROM shop_hours WHERE day BETWEEN $1::text::date AND $2::text::date
+                AND shop_id = ANY($3)
+             GROUP BY 1, 2",
+            "SELECT item, sum(orders)::bigint FROM shop_day_items
+             WHERE day BETWEEN $1::text::date AND $2::text::date AND shop_id = ANY($3)
+             GROUP BY item ORDER BY 2 DESC, item LIMIT 10",
+        )
+    };
+    let shops_sql = format!(
+        "SELECT d.*, s.name FROM (
+            SELECT shop_id, {SUMS} FROM shop_days
+            WHERE day BETWEEN $1::text::date AND $2::text::date AND ($4 OR shop_id = ANY($3))
+            GROUP BY shop_id
+         ) d JOIN shops s USING (shop_id) ORDER BY 2 DESC, 1"
+    );
+    let both: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&from, &to, &shops];
+    let params = if chain { &both[..2] } else { &both[..] };
+    let shop_params: [&(dyn tokio_postgres::types::ToSql + Sync); 4] = [&from, &to, &shops, &chain];
+    let (days, hours, items, per_shop) = tokio::try_join!(
+        db.query(&days_sql, params),
+        db.query(hours_sql, params),
+        db.query(items_sql, params),
+        db.query(&shops_sql, &shop_params),
+    )?;
+    let mut totals = Sums::default();
+    let days = days
+        .iter()
+        .map(|row| {
+            let sums = Sums::of(row, 1);
+            totals.add(&sums);
+            DayFigures {
+                day: row.get(0),
+                visits: sums.visits,
+                returning_visits: sums.returning,
+            }
+        })
+        .collect();
+    let mut busiest_hours = vec![vec![0i64; 24]; 7];
+    for row in &hours {
+        let (weekday, hour, visits): (i32, i32, i64) = (row.get(0), row.get(1), row.get(2));
+        busiest_hours[weekday.clamp(0, 6) as usize][hour.clamp(0, 23) as usize] += visits;
+    }
+    Ok(Report {
+        from: from.to_string(),
+        to: to.to_string(),
+        totals: totals.figures(),
+        days,
+        busiest_hours,
+        top_items: items
+            .iter()
+            .map(|r| ItemCount {
+                item: r.get(0),
+                orders: r.get(1),
+            })
+            .collect(),
+        shops: per_shop
+            .iter()
+            .map(|r| ShopFigures {
+                shop_id: r.get(0),
+                figures: Sums::of(r, 1).figures(),
+                name: r.get(9),
+            })
+            .collect(),
+    })
+}
