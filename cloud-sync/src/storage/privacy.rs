@@ -211,7 +211,8 @@ pub async fn erase(
         // Every active box of the shop, and the shop's first-release box if it has one.
         tx.execute(
             "INSERT INTO erasure_boxes (erasure_id, shop_id, box_id, version)
-             SELECT $1, $2, box_id, $3 FROM boxes WHERE shop_id = $2 AND revoked_at IS NULL
+             SELECT $1::bigint, $2::text, box_id, $3::bigint FROM boxes
+             WHERE shop_id = $2 AND revoked_at IS NULL
              UNION
              SELECT $1, $2, '', $3 FROM streams
              WHERE shop_id = $2 AND protocol = 1 AND box_id IS NULL",
