@@ -3,14 +3,17 @@
 #   - this machine's PostgreSQL (127.0.0.1:5432), database `tastesync`, created if missing;
 #   - a Mosquitto of its own on 127.0.0.1:1884 with the dynamic-security plugin: each box
 #     claimed through the API gets its own broker user, confined to its own topics;
-#   - `tastesync-cloud serve`, with its API (claims) on http://127.0.0.1:8443.
+#   - `tastesync-cloud serve`, with its API (claims) and HQ's console on
+#     http://127.0.0.1:8443 (sign in as admin@tastesync.test; the password is printed, and
+#     kept in the state directory's console-admin-password);
+#   - a shop `demo-shop`.
 # Its state (the broker's users and retained messages, cloud-sync's config with the broker
 # administrator's password) lives in ~/.cache/tastesync/cloud-dev (TASTESYNC_CLOUD_DIR).
 # Idempotent: run it again and it reuses all of that. Then, in another terminal:
 #   cloud="--config $HOME/.cache/tastesync/cloud-dev/cloud.toml"
-#   cargo run --release --bin tastesync-cloud -- shops $cloud add demo-shop
 #   cargo run --release --bin tastesync-cloud -- shops $cloud claim-code demo-shop
 #   cargo run --release --bin tastesync-edge -- demo --cloud http://127.0.0.1:8443 --claim CODE
+# (or claim the demo box on its owner page), and watch it in the console.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 state="${TASTESYNC_CLOUD_DIR:-$HOME/.cache/tastesync/cloud-dev}"
@@ -63,5 +66,18 @@ password = "$password"
 listen = "127.0.0.1:8443"
 TOML
 )
-echo "cloud.sh: broker 127.0.0.1:$port (dynamic security), API http://127.0.0.1:8443, config $state/cloud.toml" >&2
-exec cargo run --release --bin tastesync-cloud -- serve --config "$state/cloud.toml"
+cargo build --release --bin tastesync-cloud
+cloud=(target/release/tastesync-cloud)
+# The console's first admin (its password as kept here) and the demo shop.
+if [ ! -s "$state/console-admin-password" ]; then
+    (umask 077; head -c 18 /dev/urandom | base64 | tr -d '/+=' > "$state/console-admin-password")
+fi
+console_password="$(cat "$state/console-admin-password")"
+"${cloud[@]}" users --config "$state/cloud.toml" add --email admin@tastesync.test --admin \
+    --password-stdin <<< "$console_password" >/dev/null 2>&1 \
+    || "${cloud[@]}" users --config "$state/cloud.toml" set-password --email admin@tastesync.test \
+        <<< "$console_password"
+"${cloud[@]}" shops --config "$state/cloud.toml" add demo-shop --name "Demo Café" >/dev/null 2>&1 || true
+echo "cloud.sh: broker 127.0.0.1:$port (dynamic security), config $state/cloud.toml" >&2
+echo "cloud.sh: HQ console http://127.0.0.1:8443/ (admin@tastesync.test, password $console_password)" >&2
+exec "${cloud[@]}" serve --config "$state/cloud.toml"

@@ -133,6 +133,11 @@ impl Daemon {
         );
     }
 
+    /// The lines logged since the last look.
+    pub fn drain_log(&self) -> Vec<String> {
+        self.log.try_iter().collect()
+    }
+
     /// SIGTERM, as systemd stops it; returns whether it exited cleanly within 10 s
     /// (otherwise it is killed).
     pub fn terminate(mut self) -> bool {

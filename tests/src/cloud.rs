@@ -330,6 +330,8 @@ impl Drop for Mosquitto {
 /// A fresh database on the machine's PostgreSQL (127.0.0.1:5432, trust authentication).
 pub struct Database {
     pub name: String,
+    /// Kept when dropped (a benchmark's data set, generated once).
+    keep: bool,
 }
 
 impl Database {
@@ -341,7 +343,24 @@ impl Database {
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
         psql("postgres", &format!("CREATE DATABASE {name}"));
-        Database { name }
+        Database { name, keep: false }
+    }
+
+    /// The database `name`, created if missing and kept when dropped; whether it is new.
+    pub fn kept(name: &str) -> (Database, bool) {
+        let exists = psql(
+            "postgres",
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
+        );
+        let created = exists.trim().is_empty();
+        if created {
+            psql("postgres", &format!("CREATE DATABASE {name}"));
+        }
+        let database = Database {
+            name: name.to_string(),
+            keep: true,
+        };
+        (database, created)
     }
 
     pub fn url(&self) -> String {
@@ -415,6 +434,9 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
+        if self.keep {
+            return;
+        }
         psql(
             "postgres",
             &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),

@@ -32,9 +32,13 @@ pub struct Answer {
 impl Console {
     /// With further `[console]` settings (e.g. an `[console.oidc]` section).
     pub fn start(console_sections: &str) -> Console {
+        Console::start_on(Database::create(), console_sections)
+    }
+
+    /// Over `database` (a benchmark's data set).
+    pub fn start_on(database: Database, console_sections: &str) -> Console {
         let files = Shop::new();
         let broker = Mosquitto::start("allow_anonymous true");
-        let database = Database::create();
         let port = free_port();
         let sections = format!(
             "[http]\nlisten = \"127.0.0.1:{port}\"\n[provisioning]\ncredentials = \"none\"\n{console_sections}\n"

@@ -39,13 +39,29 @@ impl PosBox {
         pos_box
     }
 
+    /// The box of shop `shop_id`, set up by hand to sync through `broker`, its POS on
+    /// loopback.
+    pub fn start_synced(shop_id: &str, broker: &str) -> PosBox {
+        PosBox::start_configured(
+            &format!("shop_id = {shop_id:?}\n"),
+            "127.0.0.1:0",
+            &format!("[uplink]\nbroker = {broker:?}\n"),
+        )
+    }
+
     fn start_with(listen: &str, pos: &str) -> PosBox {
+        PosBox::start_configured("", listen, pos)
+    }
+
+    /// `top` goes before the sections, `pos` at the end of `[pos]` (further sections may
+    /// follow it).
+    fn start_configured(top: &str, listen: &str, pos: &str) -> PosBox {
         let shop = Shop::new();
         shop.import_customers(CUSTOMERS);
         let config = shop.write(
             "edge.toml",
             &format!(
-                "database = {:?}\n[scanner]\nsource = \"ble\"\nzone = \"counter\"\n[pos]\nlisten = {listen:?}\nannounce = false\n{pos}\n",
+                "{top}database = {:?}\n[scanner]\nsource = \"ble\"\nzone = \"counter\"\n[pos]\nlisten = {listen:?}\nannounce = false\n{pos}\n",
                 shop.db()
             ),
         );
@@ -59,7 +75,7 @@ impl PosBox {
             .trim()
             .to_string();
         daemon.wait_for_log("BLE discovery started");
-        for minor in 1..=3 {
+        for minor in 1..=4 {
             mock.send(serde_json::json!({"cmd": "add_device", "mac": mac(minor), "name": "tag"}));
         }
         PosBox {

@@ -114,6 +114,14 @@ fn a_box_and_a_database_of_the_previous_release_migrate_in_place_and_go_on_synci
     );
     assert_eq!(database.query("SELECT count(*) FROM stream_gaps"), ["0"]);
     assert_eq!(database.query("SELECT count(*) FROM dead_letters"), ["0"]);
+    // The console's analytics cover the previous release's events (computed when the
+    // upgraded cloud started) and those stored since.
+    let arrivals = database.query("SELECT count(*) FROM events WHERE kind = 'customer_arrived'");
+    assert_ne!(arrivals, ["0"]);
+    assert_eq!(
+        database.query("SELECT coalesce(sum(visits), 0) FROM chain_days"),
+        arrivals
+    );
 }
 
 #[test]

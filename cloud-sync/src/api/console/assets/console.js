@@ -120,7 +120,7 @@ function formDialog(title, fields, submit) {
 }
 
 function field(label, input) {
-  const id = `f-${Math.random().toString(36).slice(2)}`;
+  const id = input.id || `f-${Math.random().toString(36).slice(2)}`;
   input.id = id;
   return [el("label", { for: id }, label), input];
 }
@@ -236,7 +236,7 @@ const PAGES = {
         [t("customer_ref"), t("state"), t("requested_by"), t("at"), t("events_scrubbed"), t("boxes")],
         list.map((e) => el("tr", { class: "erasure", "data-ref": e.customer_ref },
           el("td", {}, e.customer_ref),
-          el("td", {}, el("span", { class: `pill ${e.done ? "done" : "pending"}` }, e.done ? t("erasure_done") : t("erasure_pending"))),
+          el("td", {}, el("span", { class: `pill state ${e.done ? "done" : "pending"}` }, e.done ? t("erasure_done") : t("erasure_pending"))),
           el("td", {}, e.requested_by), el("td", {}, when(Date.parse(e.requested_at))), el("td", {}, number(e.events_scrubbed)),
           el("td", {}, e.boxes.map((b) => el("div", {},
             `${b.shop_id} / ${b.box_id || t("first_release")}: `,
@@ -385,7 +385,7 @@ function enrollCustomer(shops, redraw) {
   const ref = el("input", { required: true, maxlength: 64, id: "new-ref" });
   const { fields, values } = customerFields(shops);
   const eid = el("input", { type: "checkbox" });
-  formDialog(t("enroll"), [...field(t("customer_ref"), ref), ...fields, el("label", {}, eid, " ", t("eid_new"))], async () => {
+  formDialog(t("enroll"), [...field(t("customer_ref"), ref), ...fields, el("label", { class: "inline" }, eid, t("eid_new"))], async () => {
     const saved = await api("/api/v1/customers", { method: "POST",
       body: JSON.stringify({ customer_ref: ref.value.trim(), ...values(), eid: eid.checked }) });
     showIdentityKey(saved);
