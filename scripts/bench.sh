@@ -4,7 +4,9 @@
 # 50 tablets under background traffic, memory per connected tablet, the outbox drain
 # through Mosquitto and cloud-sync into PostgreSQL (DRAIN_EVENTS sets the backlog, default
 # 100,000), one cloud-sync under 1,000 simulated shops (ingest_load), HQ enrollment to
-# identification (enroll_latency), and claiming a blank box (claim_latency).
+# identification (enroll_latency), claiming a blank box (claim_latency), and HQ's console
+# over a year of a 1,000-shop chain (console_load; its 50-million-event data set is generated
+# once, in about half an hour, into the database tastesync_bench_analytics and kept).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,3 +25,4 @@ ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo bench -p tastesync-e2e --bench ingest_load
 cargo bench -p tastesync-e2e --bench enroll_latency
 cargo bench -p tastesync-e2e --bench claim_latency
+cargo bench -p tastesync-e2e --bench console_load

@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tastesync_shared::downlink::{ChangeBatch, ResyncRequest};
+use tastesync_shared::downlink::{ChangeBatch, DownlinkApplied, ResyncRequest};
 use tastesync_shared::wire::{Ack, BoxStatus, BoxTopics, EventBatch, Topic, legacy};
 
 fuzz_target!(|data: &[u8]| {
@@ -22,6 +22,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(ChangeBatch::parse(&again, "s1"), Ok(batch));
     }
     let _ = ResyncRequest::parse(data);
+    let _ = DownlinkApplied::parse(data);
     let _ = BoxStatus::parse(data);
     let _ = serde_json::from_slice::<Ack>(data);
     if let Ok(text) = std::str::from_utf8(data) {

@@ -564,6 +564,46 @@ fn schemathesis_finds_no_server_error_in_the_console_api_with_an_admins_token() 
     );
 }
 
+#[test]
+fn a_request_refused_before_its_body_is_read_still_gets_its_answer() {
+    // A client without a token sends a large body slowly: it must read its 401, not find
+    // the connection closed under it while it is still sending.
+    let console = Console::start("");
+    let address = console.base.trim_start_matches("http://").to_string();
+    let body = vec![b'a'; 1 << 20];
+    let mut socket = std::net::TcpStream::connect(address).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        socket,
+        "POST /api/v1/customers/c-1/erasure HTTP/1.1\r\nHost: console\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    for chunk in body.chunks(64 << 10) {
+        socket
+            .write_all(chunk)
+            .expect("the server reads the whole request");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let mut answer = String::new();
+    let _ = socket.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    assert!(answer.contains("\"error\""), "{answer}");
+
+    // Just past the limit: a clear 413.
+    let big = vec![b'a'; (2 << 20) + 1];
+    let answer = tastesync_e2e::http()
+        .post(console.url("/api/v1/customers"))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::PAYLOAD_TOO_LARGE);
+}
+
 /// A new RSA-2048 key: an id and its PKCS#8 PEM.
 fn rsa_key() -> (String, String) {
     let pair = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).unwrap();

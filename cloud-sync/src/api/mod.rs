@@ -99,8 +99,34 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/.well-known/jwks.json", get(session::jwks))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API route") })
-        .layer(axum::middleware::map_response(no_store));
+        .layer(axum::middleware::map_response(no_store))
+        .layer(axum::middleware::from_fn(read_whole_body));
     api.merge(console::router()).with_state(state)
+}
+
+/// The largest request body the API reads (axum's own default for JSON).
+const MAX_BODY: usize = 2 << 20;
+
+/// Reads a request's whole body before it is routed. A request refused before its body is
+/// read (no token, say) would otherwise leave the rest unread, and the server closes the
+/// connection under a client still sending it: the client sees a broken connection instead
+/// of the 401.
+async fn read_whole_body(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(bytes) => {
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(request).await
+        }
+        Err(_) => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("a request body holds at most {MAX_BODY} bytes"),
+        )
+        .into_response(),
+    }
 }
 
 /// API answers hold personal data and tokens: never cached.

@@ -26,6 +26,12 @@ const RECEIVE_LIMIT: usize = 16 << 20;
 /// in groups: one commit for many shops' batches).
 const MAX_GROUP: usize = 256;
 
+/// Store workers, each with its own PostgreSQL connection and transaction in flight: while
+/// one waits for a round trip or its commit, the other works. Each shop's messages always go
+/// to the same worker, so a stream is never in two transactions at once; the rows they share
+/// (the chain's rollups) are locked in one order.
+const STORE_WORKERS: usize = 2;
+
 /// A message from the broker.
 struct Message {
     topic: String,
@@ -47,13 +53,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let (client, mut events) = AsyncClient::new(options, 1024);
     // The broker connection is polled here and nowhere else, so a slow database never stalls
     // its keep-alive; storing and the downlink run as their own tasks.
-    let (to_store, from_broker) = mpsc::channel::<Message>(4 * MAX_GROUP);
+    let mut to_store = Vec::new();
+    let mut stores = tokio::task::JoinSet::new();
+    for _ in 0..STORE_WORKERS {
+        let (sender, from_broker) = mpsc::channel::<Message>(4 * MAX_GROUP);
+        to_store.push(sender);
+        stores.spawn(store_loop(
+            config.database_url.clone(),
+            client.clone(),
+            from_broker,
+        ));
+    }
     let downlink_requests = Arc::new(downlink::Requests::default());
-    let mut store = tokio::spawn(store_loop(
-        config.database_url.clone(),
-        client.clone(),
-        from_broker,
-    ));
     let mut downlink = tokio::spawn(downlink::run(
         config.clone(),
         client.clone(),
@@ -64,7 +75,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     loop {
         let event = tokio::select! {
             event = events.poll() => event,
-            result = &mut store => anyhow::bail!("the store worker stopped: {result:?}"),
+            result = stores.join_next() => anyhow::bail!("a store worker stopped: {result:?}"),
             result = &mut downlink => anyhow::bail!("the downlink worker stopped: {result:?}"),
         };
         if matches!(event, Ok(Event::Incoming(Packet::ConnAck(_)))) {
@@ -90,12 +101,13 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         Ok(request) => {
                             downlink_requests.resync(topic.shop_id, request.from_version);
                             // It also tells which version the box holds: recorded with the rest.
+                            let worker = worker_for(&to_store, topic.shop_id);
                             let message = Message {
                                 topic: message.topic,
                                 payload: message.payload,
                             };
-                            if to_store.send(message).await.is_err() {
-                                anyhow::bail!("the store worker stopped");
+                            if worker.send(message).await.is_err() {
+                                anyhow::bail!("a store worker stopped");
                             }
                         }
                         Err(e) => tracing::warn!(
@@ -105,13 +117,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         ),
                     }
                 }
-                _ => {
+                topic => {
+                    // Messages on no shop's topic go to the first worker (a dead letter).
+                    let worker = worker_for(&to_store, topic.map_or("", |t| t.shop_id));
                     let message = Message {
                         topic: message.topic,
                         payload: message.payload,
                     };
-                    if to_store.send(message).await.is_err() {
-                        anyhow::bail!("the store worker stopped");
+                    if worker.send(message).await.is_err() {
+                        anyhow::bail!("a store worker stopped");
                     }
                 }
             },
@@ -122,6 +136,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             }
         }
     }
+}
+
+/// The store worker that takes a shop's messages.
+fn worker_for<'a>(
+    workers: &'a [mpsc::Sender<Message>],
+    shop_id: &str,
+) -> &'a mpsc::Sender<Message> {
+    let hash = shop_id.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
+    });
+    &workers[(hash % workers.len() as u64) as usize]
 }
 
 /// Stores messages in groups and acknowledges each stream after the commit. A lost database

@@ -213,3 +213,37 @@ pub async fn disable(db: &impl GenericClient, email: &str) -> anyhow::Result<boo
     super::sessions::revoke_user(db, user_id).await?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_lower_cased_and_checked() {
+        assert_eq!(
+            normalize_email(" Minji@Example.COM ").as_deref(),
+            Some("minji@example.com")
+        );
+        for bad in [
+            "",
+            "minji",
+            "@example.com",
+            "minji@example",
+            "a b@example.com",
+            "a@@b.com",
+            "a@.com",
+            "a@b.com.",
+        ] {
+            assert_eq!(normalize_email(bad), None, "{bad}");
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_text_is_an_email_or_refused_without_panicking(text in "\\PC{0,40}") {
+            if let Some(email) = normalize_email(&text) {
+                proptest::prop_assert_eq!(normalize_email(&email), Some(email.clone()));
+            }
+        }
+    }
+}
