@@ -243,7 +243,7 @@ async fn record_visits<'a>(
              ), upserted AS (
                 INSERT INTO customer_shops AS c
                     SELECT * FROM input ORDER BY shop_id, customer_ref
-                ON CONFLICT (shop_id, customer_ref) DO UPDATE SET
+                ON CONFLICT (customer_ref, shop_id) DO UPDATE SET
                     first_visit_ms = least(c.first_visit_ms, excluded.first_visit_ms),
                     last_visit_ms = greatest(c.last_visit_ms, excluded.last_visit_ms),
                     visits = c.visits + excluded.visits
