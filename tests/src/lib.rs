@@ -21,6 +21,23 @@ pub fn workspace() -> PathBuf {
         .to_path_buf()
 }
 
+/// A browser flow of tests/browser/ (Playwright driving headless Chromium) as a `node`
+/// command, its screenshots going to the returned directory (target/test-artifacts/).
+pub fn browser_flow(script: &str) -> (Command, PathBuf) {
+    let browser_dir = workspace().join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "run scripts/test.sh, which installs Chromium and playwright-core"
+    );
+    let shots = workspace().join("target/test-artifacts");
+    std::fs::create_dir_all(&shots).unwrap();
+    let mut node = Command::new("node");
+    node.arg(browser_dir.join(script))
+        .current_dir(&browser_dir)
+        .env("SCREENSHOT_DIR", &shots);
+    (node, shots)
+}
+
 /// A binary of the workspace, built by `cargo build --workspace --bins` (the test script does
 /// this before running the tests).
 pub fn bin(name: &str) -> PathBuf {

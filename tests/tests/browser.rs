@@ -3,20 +3,14 @@
 //! Screenshots land in target/test-artifacts/.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use tastesync_e2e::pos::PosBox;
-use tastesync_e2e::{now_ms, workspace};
+use tastesync_e2e::{browser_flow, now_ms};
 
 #[test]
 fn staff_see_an_arrival_within_a_second_and_handle_it_and_the_owner_sees_satisfaction() {
-    let browser_dir = workspace().join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").exists(),
-        "run scripts/test.sh, which installs Chromium and playwright-core"
-    );
-    let shots = workspace().join("target/test-artifacts");
-    std::fs::create_dir_all(&shots).unwrap();
+    let (mut flow, shots) = browser_flow("pos_flow.mjs");
     // Reached at the machine's LAN address, as a tablet on the shop's Wi-Fi reaches it: the
     // owner's first setup then needs the box's setup code.
     let mut pos = PosBox::start_on_lan("");
@@ -24,12 +18,9 @@ fn staff_see_an_arrival_within_a_second_and_handle_it_and_the_owner_sees_satisfa
     let setup_code = pos.shop.edge_ok(&["setup-code", "--db", &pos.shop.db()]);
     let setup_code = setup_code.split_whitespace().nth(2).unwrap().to_string();
 
-    let mut node = Command::new("node")
-        .arg(browser_dir.join("pos_flow.mjs"))
-        .current_dir(&browser_dir)
+    let mut node = flow
         .env("BASE_URL", &pos.base)
         .env("DEVICE_TOKEN", &token)
-        .env("SCREENSHOT_DIR", &shots)
         .env("CUSTOMER_NAME", "Minji Kim")
         .env("SETUP_CODE", &setup_code)
         .stdout(Stdio::piped())

@@ -6,24 +6,18 @@
 //! once stopped. Screenshots land in target/test-artifacts/.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
+use tastesync_e2e::browser_flow;
 use tastesync_e2e::cloud::eventually;
 use tastesync_e2e::console::Console;
 use tastesync_e2e::pos::PosBox;
-use tastesync_e2e::workspace;
 
 const PASSWORD: &str = "a long enough password";
 
 #[test]
 fn hq_runs_the_chain_from_the_console_in_a_browser() {
-    let browser_dir = workspace().join("tests/browser");
-    assert!(
-        browser_dir.join("node_modules/playwright-core").exists(),
-        "run scripts/test.sh, which installs Chromium and playwright-core"
-    );
-    let shots = workspace().join("target/test-artifacts");
-    std::fs::create_dir_all(&shots).unwrap();
+    let (mut flow, shots) = browser_flow("console_flow.mjs");
     let console = Console::start("");
     console.add_shop("seoul-1", "Seoul Station", "Asia/Seoul");
     console.add_user("admin@example.com", "admin", &[], PASSWORD);
@@ -35,13 +29,10 @@ fn hq_runs_the_chain_from_the_console_in_a_browser() {
         "the box connects"
     );
 
-    let mut node = Command::new("node")
-        .arg(browser_dir.join("console_flow.mjs"))
-        .current_dir(&browser_dir)
+    let mut node = flow
         .env("BASE_URL", &console.base)
         .env("EMAIL", "admin@example.com")
         .env("PASSWORD", PASSWORD)
-        .env("SCREENSHOT_DIR", &shots)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

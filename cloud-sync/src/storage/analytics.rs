@@ -79,10 +79,14 @@ struct QuarterSums {
 
 const QUARTER_HOUR_MS: i64 = 15 * 60 * 1000;
 
+/// The start of the UTC quarter hour holding `at_ms`.
+fn quarter_of(at_ms: i64) -> i64 {
+    at_ms.div_euclid(QUARTER_HOUR_MS) * QUARTER_HOUR_MS
+}
+
 impl<'a> Contributions<'a> {
     fn at(&mut self, shop: &'a str, at_ms: i64) -> &mut QuarterSums {
-        let quarter = at_ms.div_euclid(QUARTER_HOUR_MS) * QUARTER_HOUR_MS;
-        self.sums.entry((shop, quarter)).or_default()
+        self.sums.entry((shop, quarter_of(at_ms))).or_default()
     }
 
     fn visit(&mut self, shop: &'a str, at_ms: i64, returning: bool) {
@@ -158,8 +162,8 @@ pub async fn record(tx: &Transaction<'_>, events: &[NewEvent<'_>]) -> anyhow::Re
                 let ordered = e.body.get("items").and_then(Value::as_array);
                 for item in ordered.into_iter().flatten().filter_map(Value::as_str) {
                     if let Some(item) = normalize_item(item) {
-                        let quarter = e.at_ms.div_euclid(QUARTER_HOUR_MS) * QUARTER_HOUR_MS;
-                        *figures.items.entry((e.shop_id, quarter, item)).or_default() += 1;
+                        let key = (e.shop_id, quarter_of(e.at_ms), item);
+                        *figures.items.entry(key).or_default() += 1;
                     }
                 }
             }
