@@ -33,7 +33,14 @@ password="$(cat "$state/admin-password")"
 if [ ! -f "$state/dynamic-security.json" ]; then
     mosquitto_ctrl dynsec init "$state/dynamic-security.json" cloud "$password" >/dev/null
 fi
-plugin="$(ls /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so 2>/dev/null | head -n 1)"
+# (Not `ls a b | head`: under pipefail, the path that is missing ended the script silently.)
+plugin=""
+for candidate in /usr/lib/*/mosquitto_dynamic_security.so /usr/lib/mosquitto_dynamic_security.so; do
+    if [ -f "$candidate" ]; then
+        plugin="$candidate"
+        break
+    fi
+done
 if [ -z "$plugin" ]; then
     echo "cloud.sh: Mosquitto's dynamic-security plugin is missing (Debian package mosquitto)" >&2
     exit 1
