@@ -41,7 +41,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
     SUDO=()
     if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo -n); fi
     export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get update -qq >&2
+    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
     pkgs=()
     for p in "${missing[@]}"; do
         if [ "$p" = dbus-daemon ] && ! apt-cache show dbus-daemon >/dev/null 2>&1; then
@@ -49,7 +49,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
         fi
         pkgs+=("$p")
     done
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${pkgs[@]}" >&2
+    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${pkgs[@]}" >&2
 fi
 
 # --- venv with python-dbusmock -------------------------------------------

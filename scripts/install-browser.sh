@@ -15,8 +15,8 @@ if [ "${#missing[@]}" -gt 0 ]; then
     SUDO=()
     if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo -n); fi
     export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get update -qq >&2
-    "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
+    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2
 fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
     npm ci --prefix tests/browser --no-audit --no-fund >&2
