@@ -257,3 +257,42 @@ fn rollups_give_the_hand_computed_figures_and_equal_a_rebuild_from_raw_events() 
     console.command(&["analytics", "rebuild"], "");
     assert_eq!(rollups(&console), incremental);
 }
+
+/// The date (YYYY-MM-DD) `offset_h` hours east of UTC, now.
+fn date_now_at(offset_h: i64) -> String {
+    let now_s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let days = (now_s + offset_h * 3600).div_euclid(86_400) + 719_468;
+    let era = days.div_euclid(146_097);
+    let doe = days.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[test]
+fn a_report_without_dates_ends_with_the_day_under_way_in_its_shops() {
+    // Kiritimati is 14 hours ahead of UTC (its day starts first), Pago Pago 11 behind: at any
+    // hour at least one of them is on another date than UTC. A default range ending on UTC's
+    // date would miss a shop's today.
+    let console = Console::start("");
+    console.add_shop("kiritimati", "Line Islands", "Pacific/Kiritimati");
+    console.add_shop("pago-pago", "Pago Pago", "Pacific/Pago_Pago");
+    console.add_user("admin@example.com", "admin", &[], PASSWORD);
+    let admin = console.token("admin@example.com", PASSWORD);
+    for (query, to) in [
+        ("", date_now_at(14)),
+        ("?shop=kiritimati", date_now_at(14)),
+        ("?shop=pago-pago", date_now_at(-11)),
+    ] {
+        let report = console.get(&format!("/api/v1/analytics{query}"), Some(&admin));
+        assert_eq!(report.status, StatusCode::OK, "{:?}", report.body);
+        assert_eq!(report.body["to"], json!(to), "{query}");
+    }
+}

@@ -23,7 +23,8 @@ const MAX_DAYS: i64 = 3 * 366;
 pub struct ReportParams {
     /// First day, YYYY-MM-DD (default: 29 days before `to`).
     pub from: Option<String>,
-    /// Last day, inclusive, YYYY-MM-DD (default: today, UTC).
+    /// Last day, inclusive, YYYY-MM-DD (default: today in the shops covered, the latest of
+    /// their local dates).
     pub to: Option<String>,
     /// One shop (default: the chain, or a manager's shops).
     pub shop: Option<String>,
@@ -40,13 +41,18 @@ pub async fn report(
     params: Result<Query<ReportParams>, QueryRejection>,
 ) -> Result<Json<Report>, ApiError> {
     let Query(params) = params.map_err(|e| ApiError::bad_request(e.body_text()))?;
-    let today = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64 / 86_400)
-        .unwrap_or(0);
+    let scope = match (&params.shop, caller.shop_scope()) {
+        (Some(shop), _) => {
+            caller.check_shop(shop)?;
+            Scope::Shops(vec![shop.clone()])
+        }
+        (None, Some(shops)) => Scope::Shops(shops.to_vec()),
+        (None, None) => Scope::Chain,
+    };
+    let db = state.db.get().await?;
     let to = match &params.to {
         Some(text) => parse_day(text).ok_or_else(|| bad_date("to"))?,
-        None => today,
+        None => analytics::today(&**db, &scope).await?,
     };
     let from = match &params.from {
         Some(text) => parse_day(text).ok_or_else(|| bad_date("from"))?,
@@ -57,15 +63,6 @@ pub async fn report(
             "from must not be after to, and a range covers at most {MAX_DAYS} days"
         )));
     }
-    let scope = match (&params.shop, caller.shop_scope()) {
-        (Some(shop), _) => {
-            caller.check_shop(shop)?;
-            Scope::Shops(vec![shop.clone()])
-        }
-        (None, Some(shops)) => Scope::Shops(shops.to_vec()),
-        (None, None) => Scope::Chain,
-    };
-    let db = state.db.get().await?;
     let report = analytics::report(&**db, &scope, from, to).await?;
     Ok(Json(report))
 }

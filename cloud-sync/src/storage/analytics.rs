@@ -456,6 +456,25 @@ pub enum Scope {
     Shops(Vec<String>),
 }
 
+/// Today in the scope's shops, as days since 1970-01-01: the latest local date among them
+/// (shops east of UTC start their day first), so a default range ends with the day that is
+/// under way in every shop it covers. UTC's today when the scope holds no shop.
+pub async fn today(db: &impl GenericClient, scope: &Scope) -> anyhow::Result<i64> {
+    let shops: &[String] = match scope {
+        Scope::Chain => &[],
+        Scope::Shops(shops) => shops,
+    };
+    let row = db
+        .query_one(
+            "SELECT (coalesce(max((now() AT TIME ZONE time_zone)::date), (now() AT TIME ZONE 'UTC')::date)
+                     - date '1970-01-01')::bigint
+             FROM shops WHERE $1 OR shop_id = ANY($2)",
+            &[&matches!(scope, Scope::Chain), &shops],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
 /// A date range's figures.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Report {

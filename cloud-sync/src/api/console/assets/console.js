@@ -181,18 +181,24 @@ const PAGES = {
 
   async analytics(main) {
     const shops = user.role === "analyst" ? [] : await api("/api/v1/shops");
-    const today = new Date();
-    const iso = (d) => d.toISOString().slice(0, 10);
-    const from = el("input", { type: "date", value: iso(new Date(today.getTime() - 29 * 86400000)), "aria-label": t("from") });
-    const to = el("input", { type: "date", value: iso(today), "aria-label": t("to") });
+    // The range starts empty: the first report is the server's default (the last 30 days up
+    // to today in the shops' own time zones, which may be ahead of this browser's), and the
+    // inputs take its dates.
+    const from = el("input", { type: "date", "aria-label": t("from") });
+    const to = el("input", { type: "date", "aria-label": t("to") });
     const shopSelect = el("select", { "aria-label": t("shop") },
       el("option", { value: "" }, user.role === "manager" ? t("all_shops") : t("chain")),
       shops.map((s) => el("option", { value: s.shop_id }, s.name || s.shop_id)));
     const body = el("div");
     const draw = async () => {
-      const params = new URLSearchParams({ from: from.value, to: to.value });
+      const params = new URLSearchParams();
+      if (from.value) params.set("from", from.value);
+      if (to.value) params.set("to", to.value);
       if (shopSelect.value) params.set("shop", shopSelect.value);
-      drawReport(body, await api(`/api/v1/analytics?${params}`));
+      const report = await api(`/api/v1/analytics?${params}`);
+      from.value = report.from;
+      to.value = report.to;
+      drawReport(body, report);
     };
     for (const input of [from, to, shopSelect]) input.addEventListener("change", () => draw().catch(failed));
     main.replaceChildren(
