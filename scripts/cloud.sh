@@ -3,6 +3,10 @@
 #   - this machine's PostgreSQL (127.0.0.1:5432), database `tastesync`, created if missing;
 #   - a Mosquitto of its own on 127.0.0.1:1884 with the dynamic-security plugin: each box
 #     claimed through the API gets its own broker user, confined to its own topics;
+#   - a Kafka-protocol broker (tansu, built once by scripts/install-kafka.sh: about 15 minutes
+#     the first time) on 127.0.0.1:19092, keeping its records in memory (a restart empties
+#     it; what was relayed before is not sent again); every stored event and HQ's customer changes are relayed to it (watch them with
+#     `tastesync-cloud kafka --config ... tail`); TASTESYNC_CLOUD_KAFKA=0 leaves it out;
 #   - `tastesync-cloud serve`, with its API (claims) and HQ's console on
 #     http://127.0.0.1:8443 (sign in as admin@tastesync.test; the password is printed, and
 #     kept in the state directory's console-admin-password);
@@ -18,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 state="${TASTESYNC_CLOUD_DIR:-$HOME/.cache/tastesync/cloud-dev}"
 port="${TASTESYNC_CLOUD_BROKER_PORT:-1884}"
+kafka_port="${TASTESYNC_CLOUD_KAFKA_PORT:-19092}"
 mkdir -p "$state"
 chmod 700 "$state"
 
@@ -63,6 +68,24 @@ if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
     done
 fi
 
+kafka_section=""
+if [ "${TASTESYNC_CLOUD_KAFKA:-1}" != 0 ]; then
+    tansu="$(bash scripts/install-kafka.sh | tail -n 1)"
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null; then
+        listener="tcp://127.0.0.1:$kafka_port"
+        (nohup env -u CLUSTER_ID "$tansu" broker --listener-url "$listener" \
+            --advertised-listener-url "$listener" --storage-engine memory://tansu/ \
+            > "$state/kafka.log" 2>&1 &)
+        for _ in $(seq 100); do
+            (exec 3<>"/dev/tcp/127.0.0.1/$kafka_port") 2>/dev/null && break
+            sleep 0.1
+        done
+    fi
+    kafka_section="[kafka]
+brokers = \"127.0.0.1:$kafka_port\"
+replication_factor = 1"
+fi
+
 (umask 077; cat > "$state/cloud.toml" <<TOML
 database_url = "host=127.0.0.1 user=postgres dbname=tastesync"
 broker = "127.0.0.1:$port"
@@ -71,6 +94,8 @@ password = "$password"
 
 [http]
 listen = "127.0.0.1:8443"
+
+$kafka_section
 TOML
 )
 cargo build --release --bin tastesync-cloud
@@ -87,4 +112,7 @@ console_password="$(cat "$state/console-admin-password")"
 "${cloud[@]}" shops --config "$state/cloud.toml" add demo-shop --name "Demo Café" >/dev/null 2>&1 || true
 echo "cloud.sh: broker 127.0.0.1:$port (dynamic security), config $state/cloud.toml" >&2
 echo "cloud.sh: HQ console http://127.0.0.1:8443/ (admin@tastesync.test, password $console_password)" >&2
+if [ -n "$kafka_section" ]; then
+    echo "cloud.sh: Kafka 127.0.0.1:$kafka_port; watch it: ${cloud[*]} kafka --config $state/cloud.toml tail" >&2
+fi
 exec "${cloud[@]}" serve --config "$state/cloud.toml"

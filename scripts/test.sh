@@ -12,12 +12,16 @@ if ! command -v cargo-nextest >/dev/null 2>&1; then
 fi
 TASTESYNC_BLE_PYTHON="$(bash scripts/install-ble-mock.sh | tail -n 1)"
 bash scripts/install-browser.sh
+bash scripts/install-asyncapi.sh
 TASTESYNC_SCHEMATHESIS="$(bash scripts/install-schemathesis.sh | tail -n 1)"
 # The previous release's binaries, for the upgrade and mixed-fleet tests (built once).
 TASTESYNC_PREVIOUS_BIN="$(bash scripts/install-previous.sh | tail -n 1)"
 export TASTESYNC_SCHEMATHESIS
 export TASTESYNC_BLE_PYTHON
+# A Kafka-protocol broker for the Kafka tests (built once: about 15 minutes the first time).
+TASTESYNC_KAFKA_BROKER="$(bash scripts/install-kafka.sh | tail -n 1)"
 export TASTESYNC_PREVIOUS_BIN
+export TASTESYNC_KAFKA_BROKER
 
 # The end-to-end tests run the binaries, so build them first.
 cargo build --workspace --bins

@@ -31,6 +31,38 @@ pub struct Config {
     pub http: HttpConfig,
     pub provisioning: ProvisioningConfig,
     pub console: ConsoleConfig,
+    pub kafka: KafkaConfig,
+}
+
+/// Section `[kafka]`: every stored shop event, and HQ's customer changes, on Kafka for HQ's
+/// other services (firmware-notes/cloud-configuration.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// The brokers, `host:port[,host:port...]`; empty (the default) turns the relay off
+    /// (events still wait for it in PostgreSQL).
+    pub brokers: String,
+    /// The topic of the shops' events (key: the shop id).
+    pub shop_events_topic: String,
+    /// The compacted topic of HQ's customers (key: the customer ref; a tombstone on
+    /// deletion and erasure).
+    pub customers_topic: String,
+    /// Create the topics if they are missing, with these partitions and replication factor
+    /// (-1: the brokers' default).
+    pub create_topics: bool,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    /// How long a record may wait for the brokers before the relay tries it again, ms.
+    pub message_timeout_ms: u64,
+    /// Most events published per round (in order per stream; at most 1,000 streams).
+    pub batch_events: usize,
+    /// Published customer changes are kept this long in the outbox, hours.
+    pub outbox_retention_hours: u64,
+    /// librdkafka properties passed through as they are, e.g. `"security.protocol" =
+    /// "SASL_SSL"`, `"sasl.mechanism" = "SCRAM-SHA-512"`, `"sasl.username"`,
+    /// `"sasl.password"`, `"ssl.ca.location"`. Those the relay's guarantees rest on
+    /// (idempotence, the partitioner, acks) cannot be changed here.
+    pub options: std::collections::BTreeMap<String, String>,
 }
 
 /// Section `[http]`: the API server (provisioning and the HQ console).
@@ -117,6 +149,24 @@ impl Default for Config {
             http: HttpConfig::default(),
             provisioning: ProvisioningConfig::default(),
             console: ConsoleConfig::default(),
+            kafka: KafkaConfig::default(),
+        }
+    }
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: String::new(),
+            shop_events_topic: "tastesync.shop-events".into(),
+            customers_topic: "tastesync.customers".into(),
+            create_topics: true,
+            partitions: 12,
+            replication_factor: -1,
+            message_timeout_ms: 30_000,
+            batch_events: 10_000,
+            outbox_retention_hours: 24,
+            options: Default::default(),
         }
     }
 }
@@ -223,6 +273,7 @@ impl Config {
                 bail!("console.oidc.jwks_url must be https (plain http only on loopback)");
             }
         }
+        self.kafka.validate()?;
         Ok(())
     }
 
@@ -239,6 +290,106 @@ impl Config {
         } else {
             &self.provisioning.box_broker
         }
+    }
+}
+
+/// librdkafka properties the relay sets itself: its delivery guarantees rest on them.
+const KAFKA_RESERVED: [&str; 8] = [
+    "bootstrap.servers",
+    "enable.idempotence",
+    "enable.gapless.guarantee",
+    "acks",
+    "partitioner",
+    "message.timeout.ms",
+    "max.in.flight.requests.per.connection",
+    "retries",
+];
+
+impl KafkaConfig {
+    pub fn enabled(&self) -> bool {
+        !self.brokers.is_empty()
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        if let Some(broker) = self
+            .brokers
+            .split(',')
+            .find(|b| wire::parse_broker(b.trim()).is_none())
+        {
+            bail!("kafka.brokers: {broker:?} must be host:port");
+        }
+        for (key, topic) in [
+            ("shop_events_topic", &self.shop_events_topic),
+            ("customers_topic", &self.customers_topic),
+        ] {
+            let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+            if topic.is_empty() || topic.len() > 249 || !topic.chars().all(legal) {
+                bail!(
+                    "kafka.{key} {topic:?} is not a Kafka topic name (1 to 249 letters, digits, \
+                     '.', '_' and '-')"
+                );
+            }
+        }
+        if self.shop_events_topic == self.customers_topic {
+            bail!("kafka.shop_events_topic and kafka.customers_topic must differ");
+        }
+        if self.partitions < 1 {
+            bail!("kafka.partitions must be at least 1");
+        }
+        if self.replication_factor == 0 || self.replication_factor < -1 {
+            bail!("kafka.replication_factor must be -1 (the brokers' default) or at least 1");
+        }
+        if !(1_000..=3_600_000).contains(&self.message_timeout_ms) {
+            bail!("kafka.message_timeout_ms must be 1000 to 3600000");
+        }
+        if !(1..=100_000).contains(&self.batch_events) {
+            bail!("kafka.batch_events must be 1 to 100000");
+        }
+        if let Some(key) = self
+            .options
+            .keys()
+            .find(|k| KAFKA_RESERVED.contains(&k.as_str()))
+        {
+            bail!("kafka.options: {key:?} cannot be changed (the relay's guarantees rest on it)");
+        }
+        // librdkafka checks every property's name and value.
+        self.client_config()
+            .create_native_config()
+            .map_err(|e| anyhow::anyhow!("kafka.options: {e}"))?;
+        Ok(())
+    }
+
+    /// The librdkafka configuration of the relay's producer (and `kafka tail`'s consumer,
+    /// which ignores the producer's properties): `options` and the relay's own.
+    pub fn client_config(&self) -> rdkafka::ClientConfig {
+        let mut config = rdkafka::ClientConfig::new();
+        for (key, value) in &self.options {
+            config.set(key, value);
+        }
+        config.set("bootstrap.servers", &self.brokers);
+        config
+    }
+
+    /// The producer's: idempotent (no duplicates or reordering from its own retries), and a
+    /// fatal error rather than a gap in a partition, so that what was delivered of a stream
+    /// is always a prefix of what was sent; Java's partitioner, so consumers in any language
+    /// agree on a key's partition.
+    pub fn producer_config(&self) -> rdkafka::ClientConfig {
+        let mut config = self.client_config();
+        config
+            .set("enable.idempotence", "true")
+            .set("enable.gapless.guarantee", "true")
+            .set("acks", "all")
+            .set("partitioner", "murmur2_random")
+            .set("message.timeout.ms", self.message_timeout_ms.to_string());
+        if !self.options.contains_key("linger.ms") {
+            // Batches form within 5 ms: a fraction of the lag budget.
+            config.set("linger.ms", "5");
+        }
+        config
     }
 }
 
@@ -273,6 +424,23 @@ mod tests {
                 "[console.oidc]\nissuer = \"https://id.example\"\naudience = \"c\"",
                 "missing field `jwks_url`",
             ),
+            (
+                "[kafka]\nbrokers = \"k:9092\"\npartitions = 0",
+                "kafka.partitions",
+            ),
+            (
+                "[kafka]\nbrokers = \"k:9092\"\n[kafka.options]\n\"enable.idempotence\" = \"false\"",
+                "cannot be changed",
+            ),
+            (
+                "[kafka]\nbrokers = \"k:9092\"\n[kafka.options]\n\"no.such.thing\" = \"1\"",
+                "no.such.thing",
+            ),
+            (
+                "[kafka]\nbrokers = \"k:9092\"\nshop_events_topic = \"a b\"",
+                "topic",
+            ),
+            ("[kafka]\nbrokers = \"nowhere\"", "host:port"),
         ] {
             let error = format!("{:#}", parse(text).unwrap_err());
             assert!(error.contains(expected), "{text}: {error}");

@@ -1,16 +1,18 @@
 //! `tastesync-cloud`: the cloud side. `serve` ingests the boxes' events from MQTT into
 //! PostgreSQL, acknowledges them, publishes HQ's customer changes to the boxes, and serves
 //! the API blank boxes claim themselves through and HQ's console; `shops`, `customers`,
-//! `users`, `keys` and `analytics` are HQ's admin tools;
+//! `users`, `keys` and `analytics` are HQ's admin tools; `kafka` reads the Kafka stream;
 //! `eid-keys` derives EID temporary keys from a customer's identity key, so that identity
 //! keys never leave the cloud.
 //!
 //! The code is laid out by concern: `config`, `storage/` (PostgreSQL, one file per table
-//! family), `mqtt/` (the boxes' side), `api/` (HTTP), `cmd/` (one file per command).
+//! family), `mqtt/` (the boxes' side), `kafka/` (the stream for HQ's other services), `api/`
+//! (HTTP), `cmd/` (one file per command).
 
 mod api;
 mod cmd;
 mod config;
+mod kafka;
 mod mqtt;
 mod storage;
 
@@ -78,6 +80,14 @@ enum Command {
         config: Option<std::path::PathBuf>,
         #[command(subcommand)]
         command: AnalyticsCommand,
+    },
+    /// The Kafka stream: `tail` prints it as JSON lines; `status` shows what waits for it.
+    Kafka {
+        /// The `serve` configuration (its `[kafka]` section and database).
+        #[arg(long, short, global = true)]
+        config: Option<std::path::PathBuf>,
+        #[command(subcommand)]
+        command: KafkaCommand,
     },
     /// Print, as the CSV `tastesync-edge eid-keys` imports, the temporary keys a shop needs to
     /// recognise one customer's EID tag for the coming days.
@@ -171,6 +181,26 @@ enum UsersCommand {
 enum KeysCommand {
     /// Sign new tokens with a new RSA-2048 key.
     Rotate,
+}
+
+#[derive(Subcommand)]
+enum KafkaCommand {
+    /// Print the records as they arrive, as JSON lines (topic, partition, offset, key,
+    /// headers, value).
+    Tail {
+        /// Start with the oldest record Kafka still holds, not with the next one.
+        #[arg(long)]
+        from_beginning: bool,
+        /// Only this topic (default: the shop events and the customers topic).
+        #[arg(long)]
+        topic: Option<String>,
+        /// Stop after this many records.
+        #[arg(long)]
+        count: Option<u64>,
+    },
+    /// What waits in PostgreSQL for the relay, as JSON: events and customer changes, and
+    /// the oldest of each.
+    Status,
 }
 
 #[derive(Subcommand)]
@@ -285,6 +315,8 @@ fn main() -> ExitCode {
             .and_then(|config| block_on(cmd::keys::run(config, command))),
         Command::Analytics { config, command } => Config::load(config.as_deref())
             .and_then(|config| block_on(cmd::analytics::run(config, command))),
+        Command::Kafka { config, command } => Config::load(config.as_deref())
+            .and_then(|config| block_on(cmd::kafka::run(config, command))),
         Command::EidKeys {
             customer_ref,
             identity_key,

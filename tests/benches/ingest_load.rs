@@ -11,6 +11,13 @@
 //! - from the shops, batch made → ack received, which includes the commit and the ack's trip;
 //! - the CPU each process used, to show where the time goes.
 //!
+//! With `LOAD_KAFKA=1`, cloud-sync also relays to a Kafka-protocol broker (tansu, in memory)
+//! that starts `LOAD_KAFKA_LATE_SECS` (15) after the shops: the backlog built meanwhile is
+//! drained with the load running, which gives the relay's throughput (events/s marked
+//! published, from the relay's marks sampled twice a second); after that, a consumer in this
+//! process times each record from the box's commit (`at_ms`, the record's `ce_time`) to the
+//! moment it can read it (p50/p99).
+//!
 //! Env: `LOAD_SHOPS` (1000), `LOAD_SECS` (30), `CLOUD_BIN` (another cloud-sync build to
 //! compare; default the workspace's release binary). Needs an open-files limit of a few thousand
 //! (`scripts/bench.sh` raises it) and the release binaries (`cargo build --release --bins`).
@@ -21,8 +28,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tastesync_e2e::cloud::{Database, Mosquitto};
+use tastesync_e2e::cloud::{Database, Mosquitto, free_port};
+use tastesync_e2e::kafka::Tansu;
 use tastesync_e2e::{KillOnDrop, Shop, now_ms, workspace};
 use tastesync_shared::wire::{self, Ack, BoxTopics, EventBatch, WireEvent};
 
@@ -250,9 +260,9 @@ struct Services {
     _files: Shop,
 }
 
-/// Mosquitto, a fresh database and cloud-sync, ready once a probe batch went all the way into
-/// PostgreSQL.
-fn start_services(cloud_bin: &std::path::Path) -> Services {
+/// Mosquitto, a fresh database and cloud-sync (relaying to `kafka` if given), ready once a
+/// probe batch went all the way into PostgreSQL.
+fn start_services(cloud_bin: &std::path::Path, kafka: Option<&str>) -> Services {
     // The defaults hold 20 QoS 1 messages in flight and queue 1,000 per client, then drop:
     // cloud-sync's one connection receives every shop's messages.
     let broker = Mosquitto::start_with(tempfile::tempdir().unwrap(), |port| {
@@ -267,9 +277,10 @@ fn start_services(cloud_bin: &std::path::Path) -> Services {
     let config = files.write(
         "cloud.toml",
         &format!(
-            "database_url = {:?}\nbroker = {:?}\nclient_id = \"load\"\n[http]\nlisten = \"\"\n[provisioning]\ncredentials = \"none\"\n",
+            "database_url = {:?}\nbroker = {:?}\nclient_id = \"load\"\n[http]\nlisten = \"\"\n[provisioning]\ncredentials = \"none\"\n{}",
             database.url(),
-            broker.address()
+            broker.address(),
+            kafka.map_or(String::new(), |brokers| format!("[kafka]\nbrokers = {brokers:?}\n"))
         ),
     );
     let cloud = KillOnDrop(
@@ -299,6 +310,208 @@ fn start_services(cloud_bin: &std::path::Path) -> Services {
     }
 }
 
+/// A record of a load shop: `(at_ms, milliseconds until the producer was handed it,
+/// milliseconds until read)`.
+type Timed = (u64, u64, u64);
+
+/// The broker and what this process sees of the relay: a consumer timing each record, and
+/// the relay's marks sampled twice a second.
+struct KafkaWatch {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The broker (kept running until the end) and the records it read.
+    consumer: std::thread::JoinHandle<(Tansu, Vec<Timed>)>,
+    /// `(ms since the shops started, events acknowledged to the shops, events marked
+    /// published)`, every 500 ms.
+    marks: Arc<Mutex<Vec<(u64, i64, i64)>>>,
+    sampler: std::thread::JoinHandle<()>,
+}
+
+/// Starts `tansu` at `late` (cloud-sync's relay finds nothing listening until then), and
+/// consumes everything from then on.
+fn watch_kafka(
+    mut tansu: Tansu,
+    database: &Database,
+    started_ms: u64,
+    late: Instant,
+) -> KafkaWatch {
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
+    let consumer = std::thread::spawn(move || {
+        std::thread::sleep(late.saturating_duration_since(Instant::now()));
+        tansu.start_again();
+        let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", tansu.brokers())
+            .set("group.id", format!("ingest-load-{}", free_port()))
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "false")
+            .set("topic.metadata.refresh.interval.ms", "1000")
+            .set("fetch.wait.max.ms", "10")
+            .create()
+            .expect("a Kafka consumer");
+        consumer
+            .subscribe(&["tastesync.shop-events"])
+            .expect("subscribe");
+        let mut timed = Vec::new();
+        while !stopped.load(Ordering::Relaxed) {
+            let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
+                continue;
+            };
+            let read_ms = now_ms();
+            let header = |name: &str| {
+                message.headers().and_then(|headers| {
+                    headers
+                        .iter()
+                        .find(|h| h.key == name)
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+            };
+            if !header("ce_shop").is_some_and(|shop| shop.starts_with("load-")) {
+                continue;
+            }
+            let at_ms = parse_instant_ms(&header("ce_time").expect("a ce_time header"));
+            let handed_ms = message.timestamp().to_millis().unwrap_or(0) as u64;
+            timed.push((
+                at_ms,
+                handed_ms.saturating_sub(at_ms),
+                read_ms.saturating_sub(at_ms),
+            ));
+        }
+        (tansu, timed)
+    });
+    let marks: Arc<Mutex<Vec<(u64, i64, i64)>>> = Arc::default();
+    let (stopped, samples) = (stop.clone(), marks.clone());
+    let sampled = database.as_application("ingest-load-marks");
+    let sampler = std::thread::spawn(move || {
+        while !stopped.load(Ordering::Relaxed) {
+            let row = sampled.query(
+                "SELECT coalesce(sum(s.acked_seq), 0), coalesce(sum(m.published_seq), 0) \
+                 FROM streams s LEFT JOIN kafka_marks m USING (stream_id) WHERE s.shop_id LIKE 'load-%'",
+            );
+            if let Some((acked, published)) = row.first().and_then(|r| r.split_once('|')) {
+                let sample = (
+                    now_ms().saturating_sub(started_ms),
+                    acked.parse().unwrap(),
+                    published.parse().unwrap(),
+                );
+                samples.lock().unwrap().push(sample);
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    KafkaWatch {
+        stop,
+        consumer,
+        marks,
+        sampler,
+    }
+}
+
+/// Unix ms of an RFC 3339 UTC instant as `ce_time` writes it (`2026-03-02T00:30:00.123Z`).
+fn parse_instant_ms(text: &str) -> u64 {
+    let number = |range: std::ops::Range<usize>| -> i64 { text[range].parse().unwrap() };
+    let (y, m, d) = (number(0..4), number(5..7), number(8..10));
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
+    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
+    let ms = ((days * 24 + number(11..13)) * 60 + number(14..16)) * 60_000
+        + number(17..19) * 1000
+        + number(20..23);
+    ms as u64
+}
+
+/// Reports the relay: its drain of the backlog built while Kafka was down (with the load
+/// running), and the lag of what came after it caught up, up to `load_end_ms` (ms since
+/// the shops started).
+fn report_kafka(
+    watch: KafkaWatch,
+    shops: i64,
+    published: i64,
+    started_ms: u64,
+    late: Duration,
+    load_end_ms: u64,
+) {
+    // Wait until every event is marked published (30 s without progress is a stall).
+    let (mut last, mut progressed) = (-1, Instant::now());
+    loop {
+        let now = watch.marks.lock().unwrap().last().map_or(0, |s| s.2);
+        if now >= published || progressed.elapsed() > Duration::from_secs(30) {
+            break;
+        }
+        if now > last {
+            (last, progressed) = (now, Instant::now());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    std::thread::sleep(Duration::from_secs(1)); // the consumer reads the last records
+    watch.stop.store(true, Ordering::Relaxed);
+    let (_tansu, timed) = watch.consumer.join().unwrap();
+    watch.sampler.join().unwrap();
+    let samples = watch.marks.lock().unwrap().clone();
+    let offered_per_s = 1000 / PERIOD.as_millis() as i64 * EVENTS_PER_BATCH;
+
+    let Some(first) = samples.iter().position(|s| s.2 > 0) else {
+        println!("  Kafka: nothing was ever marked published");
+        return;
+    };
+    let (t0, acked0, published0) = samples[first.saturating_sub(1)];
+    // Caught up: less than one second of events behind the acks.
+    let caught = samples[first..]
+        .iter()
+        .position(|s| s.1 - s.2 < offered_per_s * shops)
+        .map(|i| first + i);
+    println!(
+        "  Kafka: broker started {:.1} s after the shops; relaying began at {:.1} s with {} events waiting",
+        late.as_secs_f64(),
+        t0 as f64 / 1000.0,
+        acked0 - published0
+    );
+    let Some(caught) = caught else {
+        println!("  Kafka: the relay never caught up with the load");
+        return;
+    };
+    let (t1, _, published1) = samples[caught];
+    let peak = samples[first..=caught]
+        .windows(3)
+        .map(|w| (w[2].2 - w[0].2) as f64 / ((w[2].0 - w[0].0) as f64 / 1000.0))
+        .fold(0.0, f64::max);
+    println!(
+        "  relay throughput while draining the backlog, load running: {:.0} events/s over {:.1} s (best second {peak:.0} events/s); caught up at {:.1} s",
+        (published1 - published0) as f64 / ((t1 - t0) as f64 / 1000.0),
+        (t1 - t0) as f64 / 1000.0,
+        t1 as f64 / 1000.0
+    );
+    let steady_from = started_ms + t1 + 5000;
+    let steady_to = started_ms + load_end_ms;
+    let (mut handed, mut read): (Vec<u64>, Vec<u64>) = timed
+        .iter()
+        .filter(|(at, _, _)| (steady_from..steady_to).contains(at))
+        .map(|&(_, handed, read)| (handed, read))
+        .unzip();
+    handed.sort_unstable();
+    read.sort_unstable();
+    println!(
+        "  box's commit -> readable on Kafka, {} records after catching up (+5 s): p50 {} ms, p99 {} ms, max {} ms \
+         (-> handed to the producer: p50 {} ms, p99 {} ms)",
+        read.len(),
+        percentile(&read, 0.5),
+        percentile(&read, 0.99),
+        read.last().copied().unwrap_or(0),
+        percentile(&handed, 0.5),
+        percentile(&handed, 0.99)
+    );
+    println!(
+        "  records of the load shops read: {} for {published} events (repeats allowed)",
+        timed.len()
+    );
+    assert!(
+        samples.last().is_some_and(|s| s.2 == published),
+        "every event marked published on Kafka"
+    );
+}
+
 fn main() {
     let shops = env_or("LOAD_SHOPS", 1000) as usize;
     let seconds = env_or("LOAD_SECS", 30);
@@ -325,12 +538,14 @@ fn main() {
         "the open-files limit ({open_files}) is too low for {shops} connections: `ulimit -n 8192` (scripts/bench.sh does)"
     );
 
+    let tansu = (env_or("LOAD_KAFKA", 0) == 1).then(Tansu::not_started);
+    let kafka_late = Duration::from_secs(env_or("LOAD_KAFKA_LATE_SECS", 15));
     let Services {
         broker,
         database,
         cloud,
         _files,
-    } = start_services(&cloud_bin);
+    } = start_services(&cloud_bin, tansu.as_ref().map(Tansu::brokers).as_deref());
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -364,6 +579,7 @@ fn main() {
     let started = Instant::now() + Duration::from_millis(100);
     let started_ms = now_ms() + 100;
     let until = started + run;
+    let kafka = tansu.map(|tansu| watch_kafka(tansu, &database, started_ms, started + kafka_late));
     let publishers: Vec<_> = simulated
         .into_iter()
         .enumerate()
@@ -516,6 +732,16 @@ fn main() {
     }
     let machine = (cpu_to[groups.len()] - cpu_from[groups.len()]) / window * 100.0;
     println!("    {:<60} {machine:5.0} %", "whole machine (all cores)");
+    if let Some(kafka) = kafka {
+        report_kafka(
+            kafka,
+            shops as i64,
+            published,
+            started_ms,
+            kafka_late,
+            run.as_millis() as u64,
+        );
+    }
     assert_eq!(
         stored, published,
         "cloud-sync stored every event (missing ones: lost or stuck, see the seconds above)"

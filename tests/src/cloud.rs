@@ -332,6 +332,8 @@ pub struct Database {
     pub name: String,
     /// Kept when dropped (a benchmark's data set, generated once).
     keep: bool,
+    /// The `application_name` its connections give (see [`Database::as_application`]).
+    application: Option<String>,
 }
 
 impl Database {
@@ -343,7 +345,11 @@ impl Database {
             COUNTER.fetch_add(1, Ordering::SeqCst)
         );
         psql("postgres", &format!("CREATE DATABASE {name}"));
-        Database { name, keep: false }
+        Database {
+            name,
+            keep: false,
+            application: None,
+        }
     }
 
     /// The database `name`, created if missing and kept when dropped; whether it is new.
@@ -359,12 +365,27 @@ impl Database {
         let database = Database {
             name: name.to_string(),
             keep: true,
+            application: None,
         };
         (database, created)
     }
 
     pub fn url(&self) -> String {
-        format!("host=127.0.0.1 user=postgres dbname={}", self.name)
+        let url = format!("host=127.0.0.1 user=postgres dbname={}", self.name);
+        match &self.application {
+            Some(name) => format!("{url} application_name={name}"),
+            None => url,
+        }
+    }
+
+    /// The same database, for a client whose connections say they are `name` (in
+    /// `pg_stat_activity`); dropping it drops nothing.
+    pub fn as_application(&self, name: &str) -> Database {
+        Database {
+            name: self.name.clone(),
+            keep: true,
+            application: Some(name.to_string()),
+        }
     }
 
     /// Runs a query; returns the rows as `|`-separated text lines.

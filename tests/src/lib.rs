@@ -2,9 +2,11 @@
 //! against real files (and, for the BLE tests, a real D-Bus with a mocked BlueZ), and assert
 //! on what a user sees: command output, exit codes, the visits the box lists.
 
+pub mod asyncapi;
 pub mod ble;
 pub mod cloud;
 pub mod console;
+pub mod kafka;
 pub mod pos;
 pub mod postgres;
 pub mod provisioning;

@@ -28,7 +28,9 @@ pub async fn list(
 ) -> Result<Json<Vec<ShopSummary>>, ApiError> {
     caller.require_people()?;
     let db = state.db.get().await?;
-    Ok(Json(shops::list_of(&**db, caller.shop_scope()).await?))
+    Ok(Json(
+        shops::list_of(&**db, caller.shop_scope(), state.config.kafka.enabled()).await?,
+    ))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -69,7 +71,9 @@ pub async fn add(
     let detail = serde_json::json!({ "time_zone": time_zone });
     audit::record(&*tx, &caller.actor(), "shop_added", &shop.shop_id, detail).await?;
     tx.commit().await?;
-    let summary = shops::list(&**db, Some(&shop.shop_id)).await?.pop();
+    let summary = shops::list(&**db, Some(&shop.shop_id), state.config.kafka.enabled())
+        .await?
+        .pop();
     Ok((StatusCode::CREATED, Json(summary.expect("just added"))))
 }
 

@@ -3,6 +3,7 @@
 pub mod analytics;
 pub mod customers;
 pub mod eid_keys;
+pub mod kafka;
 pub mod keys;
 pub mod serve;
 pub mod shops;

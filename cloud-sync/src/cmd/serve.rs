@@ -1,15 +1,18 @@
 //! `tastesync-cloud serve`: the service. Ingests the boxes' events from MQTT into
-//! PostgreSQL, publishes HQ's customer changes to them, and serves the API boxes claim
-//! themselves through and HQ's console.
+//! PostgreSQL, publishes HQ's customer changes to them, relays both to Kafka (with
+//! `[kafka]`), and serves the API boxes claim themselves through and HQ's console.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tokio::sync::Notify;
 
 use crate::api::auth::keys::SigningKeys;
 use crate::api::auth::oidc::ExternalIssuer;
 use crate::api::{self, ApiState};
 use crate::config::{Config, Credentials};
+use crate::kafka;
 use crate::mqtt::{dynsec::BrokerAdmin, ingest};
 use crate::storage;
 
@@ -69,7 +72,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if config.provisioning.credentials == Credentials::Dynsec {
         tokio::spawn(prepare_broker(config.clone()));
     }
-    let ingest = ingest::run(config);
+    let stored = if config.kafka.enabled() {
+        let stored = Arc::new(Notify::new());
+        tokio::spawn(kafka::wake_relay(
+            config.database_url.clone(),
+            stored.clone(),
+        ));
+        tokio::spawn(kafka::relay::run(config.clone()));
+        Some(stored)
+    } else {
+        None
+    };
+    let ingest = ingest::run(config, stored);
     match api {
         Some(api) => tokio::select! {
             result = ingest => result,

@@ -47,7 +47,7 @@ pub async fn run(config: Config, command: ShopsCommand) -> anyhow::Result<()> {
             println!("{output}");
         }
         ShopsCommand::List { shop } => {
-            for summary in shops::list(&db, shop.as_deref()).await? {
+            for summary in shops::list(&db, shop.as_deref(), config.kafka.enabled()).await? {
                 println!("{}", serde_json::to_string(&summary)?);
             }
         }

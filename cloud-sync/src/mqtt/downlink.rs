@@ -18,15 +18,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use rumqttc::{AsyncClient, QoS};
 use tastesync_shared::downlink::{CHANGES_VERSION, ChangeBatch, CustomerChange};
 use tastesync_shared::wire::{self, MAX_PAYLOAD};
-use tokio::sync::{Notify, mpsc};
-use tokio_postgres::{AsyncMessage, Client, NoTls};
+use tokio::sync::Notify;
+use tokio_postgres::Client;
 
 use crate::config::Config;
-use crate::storage::customers::{self, CHANNEL};
+use crate::storage::{
+    self,
+    customers::{self, CHANNEL},
+};
 
 /// Changes read from PostgreSQL at a time.
 const PAGE: i64 = 500;
@@ -83,7 +85,7 @@ impl Requests {
 /// Runs for ever: a lost database connection is re-established and the heads announced again.
 pub async fn run(config: Config, mqtt: AsyncClient, requests: Arc<Requests>) {
     loop {
-        let (mut db, mut notifications) = connect_listening(&config.database_url).await;
+        let (mut db, mut notifications) = storage::listen(&config.database_url, CHANNEL).await;
         let mut sent: HashMap<String, i64> = HashMap::new();
         let mut refresh =
             tokio::time::interval(Duration::from_secs(config.eid_refresh_secs.max(1)));
@@ -127,35 +129,6 @@ pub async fn run(config: Config, mqtt: AsyncClient, requests: Arc<Requests>) {
         let Err(e) = result;
         tracing::warn!("downlink: {e:#}; reconnecting");
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-/// A connection that LISTENs on the downlink channel; notifications arrive as shop ids.
-async fn connect_listening(url: &str) -> (Client, mpsc::UnboundedReceiver<String>) {
-    let mut delay = Duration::from_millis(250);
-    loop {
-        match tokio_postgres::connect(url, NoTls).await {
-            Ok((client, mut connection)) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
-                tokio::spawn(async move {
-                    while let Some(Ok(message)) = messages.next().await {
-                        if let AsyncMessage::Notification(n) = message
-                            && tx.send(n.payload().to_string()).is_err()
-                        {
-                            break;
-                        }
-                    }
-                });
-                match client.batch_execute(&format!("LISTEN {CHANNEL}")).await {
-                    Ok(()) => return (client, rx),
-                    Err(e) => tracing::warn!("cannot listen for customer changes: {e}"),
-                }
-            }
-            Err(e) => tracing::warn!("downlink cannot reach PostgreSQL: {e}"),
-        }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

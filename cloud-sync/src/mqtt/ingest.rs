@@ -12,7 +12,7 @@ use std::time::Duration;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tastesync_shared::downlink::{DownlinkApplied, ResyncRequest};
 use tastesync_shared::wire::{self, Ack, BoxStatus, EventBatch, LEGACY_VERSION, Topic};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio_postgres::{Client, Transaction};
 
 use super::downlink;
@@ -38,8 +38,9 @@ struct Message {
     payload: bytes::Bytes,
 }
 
-/// Runs until the MQTT event loop or a worker fails for good.
-pub async fn run(config: Config) -> anyhow::Result<()> {
+/// Runs until the MQTT event loop or a worker fails for good. `stored`, if given, is told
+/// after every commit that stored events (it wakes the Kafka relay).
+pub async fn run(config: Config, stored: Option<Arc<Notify>>) -> anyhow::Result<()> {
     let (host, port) = config.broker_address()?;
     let mut options = MqttOptions::new(config.client_id.clone(), host, port);
     options.set_keep_alive(Duration::from_secs(15));
@@ -62,6 +63,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             config.database_url.clone(),
             client.clone(),
             from_broker,
+            stored.clone(),
         ));
     }
     let downlink_requests = Arc::new(downlink::Requests::default());
@@ -152,7 +154,12 @@ fn worker_for<'a>(
 /// Stores messages in groups and acknowledges each stream after the commit. A lost database
 /// connection is re-established and the group stored again; a group PostgreSQL refuses is
 /// split, so one bad message goes to the dead letters and never blocks the other shops.
-async fn store_loop(url: String, mqtt: AsyncClient, mut messages: mpsc::Receiver<Message>) {
+async fn store_loop(
+    url: String,
+    mqtt: AsyncClient,
+    mut messages: mpsc::Receiver<Message>,
+    stored: Option<Arc<Notify>>,
+) {
     let mut db = storage::reconnect(&url).await;
     // Acks not yet handed to the MQTT client (its queue was full): the latest per stream.
     let mut unsent: HashMap<String, StreamAck> = HashMap::new();
@@ -192,6 +199,9 @@ async fn store_loop(url: String, mqtt: AsyncClient, mut messages: mpsc::Receiver
                 }
             }
         };
+        if let Some(stored) = stored.as_ref().filter(|_| !acks.is_empty()) {
+            stored.notify_one();
+        }
         for ack in acks {
             match unsent.get_mut(&ack.stream_id) {
                 Some(waiting) if waiting.up_to_seq > ack.up_to_seq => {}

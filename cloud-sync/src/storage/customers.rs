@@ -5,7 +5,8 @@
 //! customer's entry in that shop's change log (`shop_changes`) with their whole record; a shop
 //! taken off the customer's list, or a deletion, leaves a tombstone there instead. All in one
 //! transaction that also notifies the downlink publisher (`NOTIFY tastesync_downlink`), so a
-//! shop's versions are committed, and published, in order.
+//! shop's versions are committed, and published, in order, and notes the change for the
+//! Kafka relay (`storage::kafka`).
 //!
 //! A customer's EID identity key never leaves this database: the record a shop receives holds
 //! the temporary keys derived from it for the coming `eid_days`, renewed daily
@@ -300,6 +301,7 @@ async fn save_in(
             .map(|shop| (shop.as_str(), None)),
     );
     write_changes(tx, &customer.customer_ref, shops).await?;
+    super::kafka::customer_changed(tx, &customer.customer_ref).await?;
     Ok(Ok(()))
 }
 
@@ -352,6 +354,7 @@ pub async fn delete_in(
         shops.iter().map(|s| (s.as_str(), None)).collect(),
     )
     .await?;
+    super::kafka::customer_changed(tx, customer_ref).await?;
     Ok(Some(versions))
 }
 

@@ -1,5 +1,6 @@
 //! Calendar days as the analytics API takes and shows them: days since 1970-01-01 and
-//! `YYYY-MM-DD` (proleptic Gregorian), without a date-time crate for two conversions.
+//! `YYYY-MM-DD` (proleptic Gregorian), and instants as RFC 3339 text (UTC), without a
+//! date-time crate for three conversions.
 
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date, if it is one (years 2000 to 2199).
 pub fn parse_day(text: &str) -> Option<i64> {
@@ -51,6 +52,20 @@ pub fn format_day(days: i64) -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
+/// An instant (Unix milliseconds) as RFC 3339 text in UTC, `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn format_instant(unix_ms: i64) -> String {
+    const DAY_MS: i64 = 86_400_000;
+    let in_day = unix_ms.rem_euclid(DAY_MS);
+    format!(
+        "{}T{:02}:{:02}:{:02}.{:03}Z",
+        format_day(unix_ms.div_euclid(DAY_MS)),
+        in_day / 3_600_000,
+        in_day / 60_000 % 60,
+        in_day / 1000 % 60,
+        in_day % 1000
+    )
+}
+
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
@@ -88,6 +103,17 @@ mod tests {
         {
             assert_eq!(parse_day(&format_day(day)), Some(day));
         }
+    }
+
+    #[test]
+    fn instants_are_rfc3339_in_utc() {
+        assert_eq!(format_instant(0), "1970-01-01T00:00:00.000Z");
+        // 2026-12-03 09:05:07.042 UTC
+        assert_eq!(
+            format_instant(1_796_288_707_042),
+            "2026-12-03T09:05:07.042Z"
+        );
+        assert_eq!(format_instant(-1), "1969-12-31T23:59:59.999Z");
     }
 
     proptest::proptest! {

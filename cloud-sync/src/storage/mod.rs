@@ -10,6 +10,7 @@ pub mod customers;
 pub mod days;
 pub mod events;
 pub mod feedback;
+pub mod kafka;
 pub mod privacy;
 pub mod sessions;
 pub mod shops;
@@ -18,7 +19,9 @@ pub mod users;
 use std::time::Duration;
 
 use anyhow::Context;
-use tokio_postgres::{Client, NoTls};
+use futures::StreamExt;
+use tokio::sync::mpsc;
+use tokio_postgres::{AsyncMessage, Client, NoTls};
 
 /// Append-only: a released migration is never edited.
 const MIGRATIONS: &[&str] = &[
@@ -278,6 +281,29 @@ const MIGRATIONS: &[&str] = &[
         version BIGINT NOT NULL,
         PRIMARY KEY (erasure_id, shop_id, box_id)
     );",
+    // 5: the Kafka stream. Shop events need no copy: the events table is their outbox, and
+    // each stream's mark is how far its events are on Kafka (the relay publishes the seqs
+    // after the mark up to the stream's acknowledged seq, which only ever covers committed,
+    // contiguous events). Streams that exist now are marked as published up to what they
+    // hold: the stream starts at the upgrade, it does not replay the past. HQ's customer
+    // changes get an outbox of their own, written in the changing transaction under the
+    // customer's lock; a row names the customer, never their data (the relay publishes their
+    // record as it is then, or a tombstone), and published rows are trimmed after a while.
+    "CREATE TABLE kafka_marks (
+        stream_id UUID PRIMARY KEY REFERENCES streams (stream_id),
+        published_seq BIGINT NOT NULL,
+        published_at TIMESTAMPTZ NOT NULL DEFAULT now()
+    );
+    INSERT INTO kafka_marks (stream_id, published_seq) SELECT stream_id, acked_seq FROM streams;
+    CREATE TABLE kafka_customer_outbox (
+        id BIGSERIAL PRIMARY KEY,
+        customer_ref TEXT NOT NULL,
+        event_id UUID NOT NULL,
+        changed_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+        published_at TIMESTAMPTZ
+    );
+    CREATE INDEX kafka_customer_outbox_pending ON kafka_customer_outbox (id)
+        WHERE published_at IS NULL;",
 ];
 
 /// Connects and brings the schema up to date.
@@ -312,6 +338,37 @@ pub async fn reconnect(url: &str) -> Client {
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+    }
+}
+
+/// A connection that LISTENs on `channel`, retrying until PostgreSQL answers; the
+/// notifications' payloads arrive on the receiver, which closes when the connection is lost.
+pub async fn listen(url: &str, channel: &str) -> (Client, mpsc::UnboundedReceiver<String>) {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match tokio_postgres::connect(url, NoTls).await {
+            Ok((client, mut connection)) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+                tokio::spawn(async move {
+                    while let Some(Ok(message)) = messages.next().await {
+                        if let AsyncMessage::Notification(n) = message
+                            && tx.send(n.payload().to_string()).is_err()
+                        {
+                            break;
+                        }
+                    }
+                });
+                let setup = format!("SET jit = off; LISTEN {channel}");
+                match client.batch_execute(&setup).await {
+                    Ok(()) => return (client, rx),
+                    Err(e) => tracing::warn!("cannot listen on {channel}: {e}"),
+                }
+            }
+            Err(e) => tracing::warn!("cannot reach PostgreSQL to listen on {channel}: {e}"),
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -257,6 +257,8 @@ pub struct ShopSummary {
     pub gaps: Vec<GapSummary>,
     /// Claim codes given out for the shop (never the codes themselves).
     pub claim_codes: Vec<ClaimCodeSummary>,
+    /// Its events waiting for the Kafka relay (absent when Kafka is not configured).
+    pub kafka: Option<super::kafka::Waiting>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -299,19 +301,23 @@ pub struct ClaimCodeSummary {
     pub used_by: Option<String>,
 }
 
-/// Every shop (or those of `only`, or one), with its boxes, gaps and claim codes.
+/// Every shop (or those of `only`, or one), with its boxes, gaps and claim codes, and with
+/// `kafka` what waits for the Kafka relay.
 pub async fn list(
     client: &impl GenericClient,
     shop: Option<&str>,
+    kafka: bool,
 ) -> anyhow::Result<Vec<ShopSummary>> {
     let only: Option<Vec<String>> = shop.map(|s| vec![s.to_string()]);
-    list_of(client, only.as_deref()).await
+    list_of(client, only.as_deref(), kafka).await
 }
 
-/// Every shop, or those of `only`, with their boxes, gaps and claim codes.
+/// Every shop, or those of `only`, with their boxes, gaps and claim codes, and with `kafka`
+/// what waits for the Kafka relay.
 pub async fn list_of(
     client: &impl GenericClient,
     only: Option<&[String]>,
+    kafka: bool,
 ) -> anyhow::Result<Vec<ShopSummary>> {
     let only: Option<Vec<&str>> = only.map(|s| s.iter().map(String::as_str).collect());
     let shops_sql = "SELECT shop_id, name, time_zone FROM shops
@@ -347,11 +353,18 @@ pub async fn list_of(
          ORDER BY created_at DESC"
         .to_string();
     let params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&only];
-    let (shops, boxes, gaps, codes) = tokio::try_join!(
-        client.query(shops_sql, &params),
-        client.query(&boxes_sql, &params),
-        client.query(&gaps_sql, &params),
-        client.query(&codes_sql, &params),
+    let waiting = async {
+        match kafka {
+            true => super::kafka::waiting_per_shop(client, only.as_deref()).await,
+            false => Ok(Default::default()),
+        }
+    };
+    let (shops, boxes, gaps, codes, mut waiting) = tokio::try_join!(
+        async { Ok(client.query(shops_sql, &params).await?) },
+        async { Ok(client.query(&boxes_sql, &params).await?) },
+        async { Ok(client.query(&gaps_sql, &params).await?) },
+        async { Ok(client.query(&codes_sql, &params).await?) },
+        waiting,
     )?;
     let mut summaries: BTreeMap<String, ShopSummary> = shops
         .iter()
@@ -364,6 +377,7 @@ pub async fn list_of(
                 boxes: Vec::new(),
                 gaps: Vec::new(),
                 claim_codes: Vec::new(),
+                kafka: kafka.then(|| waiting.remove(&shop_id).unwrap_or_default()),
             };
             (shop_id, summary)
         })

@@ -314,12 +314,16 @@ function shopCard(shop) {
     : el("p", { class: "note" }, t("no_boxes"));
   const gaps = shop.gaps.length ? [el("h3", {}, t("gaps")), el("ul", {}, shop.gaps.map((g) =>
     el("li", {}, `${g.box_id || t("first_release")}: ${g.from_seq}–${g.to_seq} (${g.kind === "restore" ? t("gap_restore") : t("gap_conflict")}), ${when(Date.parse(g.detected_at))}`)))] : [];
+  // Only when cloud-sync relays to Kafka: its events not yet there.
+  const kafka = shop.kafka && shop.kafka.events > 0
+    ? [el("p", { class: "note kafka-waiting" }, t("kafka_waiting", { n: number(shop.kafka.events), since: ago(Date.parse(shop.kafka.oldest_event_stored_at)) }))]
+    : [];
   const codes = shop.claim_codes.length ? table([t("created"), t("expires"), t("state")], shop.claim_codes.map((c) =>
     el("tr", {}, el("td", {}, when(Date.parse(c.created_at))), el("td", {}, when(Date.parse(c.expires_at))),
       el("td", {}, c.state === "used" ? t("code_used", { box: c.used_by }) : t(`code_${c.state}`))))) : null;
   return el("section", { class: "card shop", "data-shop": shop.shop_id },
     el("div", { class: "shop-head" }, el("h2", {}, shop.name || shop.shop_id), el("span", { class: "note" }, `${shop.shop_id} · ${shop.time_zone}`)),
-    el("h3", {}, t("boxes")), boxes, ...gaps,
+    el("h3", {}, t("boxes")), boxes, ...kafka, ...gaps,
     el("h3", {}, t("claim_codes")), codes,
     el("div", { class: "actions" }, el("button", { class: "secondary", onclick: () => newClaimCode(shop) }, t("new_claim_code"))));
 }
