@@ -3,7 +3,8 @@
 # frames), EID table rebuild, the daemon's memory with 100,000 customers, alert latency to
 # 50 tablets under background traffic, memory per connected tablet, the outbox drain
 # through Mosquitto and cloud-sync into PostgreSQL (DRAIN_EVENTS sets the backlog, default
-# 100,000), one cloud-sync under 1,000 simulated shops (ingest_load), HQ enrollment to
+# 100,000), one cloud-sync under 1,000 simulated shops (ingest_load; again with the Kafka
+# relay on), HQ enrollment to
 # identification (enroll_latency), claiming a blank box (claim_latency), and HQ's console
 # over a year of a 1,000-shop chain (console_load; its 50-million-event data set is generated
 # once, in about half an hour, into the database tastesync_bench_analytics and kept).
@@ -23,6 +24,10 @@ cargo bench -p tastesync-e2e --bench drain
 # open-files limit (often 1,024) as far as the hard limit allows.
 ulimit -n 8192 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 cargo bench -p tastesync-e2e --bench ingest_load
+# The same load with the Kafka relay on (a broker built once by install-kafka.sh).
+TASTESYNC_KAFKA_BROKER="$(bash scripts/install-kafka.sh | tail -n 1)"
+export TASTESYNC_KAFKA_BROKER
+LOAD_KAFKA=1 LOAD_SECS=90 cargo bench -p tastesync-e2e --bench ingest_load
 cargo bench -p tastesync-e2e --bench enroll_latency
 cargo bench -p tastesync-e2e --bench claim_latency
 cargo bench -p tastesync-e2e --bench console_load

@@ -17,11 +17,14 @@ pub mod records;
 pub mod relay;
 pub mod tail;
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use tokio::sync::Notify;
 
@@ -31,7 +34,9 @@ use crate::storage::{self, kafka::CHANNEL};
 /// Creates the topics that are missing (the customers topic compacted). Topics that exist
 /// are left as they are.
 pub async fn create_topics(config: &KafkaConfig) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = config.client_config().create()?;
+    let admin: AdminClient<Quiet> = config
+        .client_config()
+        .create_with_context(Quiet::default())?;
     let replication = || TopicReplication::Fixed(config.replication_factor);
     let topics = [
         NewTopic::new(&config.shop_events_topic, config.partitions, replication()),
@@ -62,6 +67,52 @@ pub async fn wake_relay(database_url: String, stored: Arc<Notify>) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// How often "Kafka is unreachable" is logged while it stays so.
+const UNREACHABLE_EVERY: Duration = Duration::from_secs(60);
+
+/// The relay's clients' context: librdkafka's logs and errors as ours, except that a Kafka
+/// out of reach is said once a minute, not at every reconnection attempt (several lines a
+/// second, for hours of an outage). The relay logs each failed round with the backlog.
+#[derive(Default)]
+pub struct Quiet {
+    unreachable_said: Mutex<Option<Instant>>,
+}
+
+impl ClientContext for Quiet {
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, message: &str) {
+        match facility {
+            // A failed connection (also reported through `error`, below).
+            "FAIL" => tracing::debug!("librdkafka: {message}"),
+            // enable.gapless.guarantee is flagged experimental at every producer made; it is
+            // chosen on purpose (ARCHITECTURE.md, "Kafka").
+            "CONFWARN" if message.contains("gapless") => tracing::debug!("librdkafka: {message}"),
+            _ => DefaultClientContext.log(level, facility, message),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        let unreachable = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::BrokerTransportFailure | RDKafkaErrorCode::AllBrokersDown)
+        );
+        if !unreachable {
+            return DefaultClientContext.error(error, reason);
+        }
+        let mut said = self
+            .unreachable_said
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if said.is_none_or(|at| at.elapsed() >= UNREACHABLE_EVERY) {
+            tracing::warn!(
+                "Kafka is unreachable: {reason} (said again in a minute if it stays so)"
+            );
+            *said = Some(Instant::now());
+        } else {
+            tracing::debug!("Kafka is unreachable: {reason}");
         }
     }
 }

@@ -172,7 +172,7 @@ struct Round {
 
 /// The producer and the topics it writes.
 struct Publisher {
-    producer: FutureProducer,
+    producer: FutureProducer<super::Quiet>,
     shop_events_topic: String,
     customers_topic: String,
 }
@@ -186,7 +186,7 @@ impl Publisher {
             (config.batch_events + CUSTOMERS_PER_ROUND as usize).to_string(),
         );
         Ok(Publisher {
-            producer: producer_config.create()?,
+            producer: producer_config.create_with_context(super::Quiet::default())?,
             shop_events_topic: config.shop_events_topic.clone(),
             customers_topic: config.customers_topic.clone(),
         })
