@@ -75,6 +75,9 @@ pub struct HttpConfig {
     /// which is refused on anything but loopback (put a TLS proxy in front instead).
     pub tls_cert_file: Option<PathBuf>,
     pub tls_key_file: Option<PathBuf>,
+    /// The token Prometheus presents for `/metrics` (`Authorization: Bearer ...`). Without
+    /// one, `/metrics` answers loopback clients only.
+    pub metrics_token: Option<String>,
 }
 
 /// Section `[provisioning]`: what claimed boxes are given.
@@ -177,6 +180,7 @@ impl Default for HttpConfig {
             listen: "127.0.0.1:8443".into(),
             tls_cert_file: None,
             tls_key_file: None,
+            metrics_token: None,
         }
     }
 }
@@ -243,6 +247,14 @@ impl Config {
                 ),
                 _ => bail!("http.tls_cert_file and http.tls_key_file go together"),
             }
+        }
+        if self
+            .http
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            bail!("http.metrics_token must be at least 16 characters");
         }
         let console = &self.console;
         if !(1..=60).contains(&console.access_token_minutes) {

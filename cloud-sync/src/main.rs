@@ -13,6 +13,7 @@ mod api;
 mod cmd;
 mod config;
 mod kafka;
+mod metrics;
 mod mqtt;
 mod storage;
 

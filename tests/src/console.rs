@@ -37,11 +37,16 @@ impl Console {
 
     /// Over `database` (a benchmark's data set).
     pub fn start_on(database: Database, console_sections: &str) -> Console {
+        Console::start_with(database, "", console_sections)
+    }
+
+    /// With further `[http]` settings too.
+    pub fn start_with(database: Database, http_settings: &str, console_sections: &str) -> Console {
         let files = Shop::new();
         let broker = Mosquitto::start("allow_anonymous true");
         let port = free_port();
         let sections = format!(
-            "[http]\nlisten = \"127.0.0.1:{port}\"\n[provisioning]\ncredentials = \"none\"\n{console_sections}\n"
+            "[http]\nlisten = \"127.0.0.1:{port}\"\n{http_settings}\n[provisioning]\ncredentials = \"none\"\n{console_sections}\n"
         );
         let cloud = CloudSync::start_configured(
             &files,

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::extract::rejection::JsonRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -98,10 +99,57 @@ pub fn router(state: AppState) -> Router {
             get(|| async { Json(ApiDoc::openapi()) }),
         )
         .route("/.well-known/jwks.json", get(session::jwks))
+        .route("/metrics", get(metrics))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such API route") })
         .layer(axum::middleware::map_response(no_store))
         .layer(axum::middleware::from_fn(read_whole_body));
     api.merge(console::router()).with_state(state)
+}
+
+/// Prometheus' page (`crate::metrics`): for a client presenting `http.metrics_token`, or
+/// without one configured, for loopback clients only (the shops' and HQ's networks never
+/// see it unauthenticated).
+async fn metrics(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    match &state.config.http.metrics_token {
+        Some(token) => {
+            let presented = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            let same = aws_lc_rs::constant_time::verify_slices_are_equal(
+                presented.as_bytes(),
+                token.as_bytes(),
+            );
+            if same.is_err() {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "/metrics needs the metrics token: Authorization: Bearer <http.metrics_token>",
+                ));
+            }
+        }
+        None if !peer.ip().is_loopback() => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "/metrics answers loopback only; set http.metrics_token to scrape it from elsewhere",
+            ));
+        }
+        None => {}
+    }
+    let db = state.db.get().await?;
+    let page = crate::metrics::render(&**db, state.config.kafka.enabled()).await?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        page,
+    )
+        .into_response())
 }
 
 /// The largest request body the API reads (axum's own default for JSON).

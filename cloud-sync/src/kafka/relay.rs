@@ -29,6 +29,7 @@ use tokio_postgres::Client;
 
 use super::records::{self, Record};
 use crate::config::{Config, KafkaConfig};
+use crate::metrics::COUNTERS;
 use crate::storage::{
     self,
     kafka::{self as outbox, CHANNEL, PendingCustomer, PendingEvent},
@@ -116,6 +117,9 @@ async fn lead(
                 continue;
             }
             let round = publisher.publish(&events, &customers).await;
+            COUNTERS
+                .kafka_records_published
+                .inc_by(round.delivered as u64);
             outbox::mark_published(db, &round.marks).await?;
             outbox::customers_published(db, &round.customers).await?;
             if round.error.as_ref().is_some_and(topic_missing) && config.create_topics {
@@ -167,6 +171,8 @@ struct Round {
     /// Per stream, the last seq of its delivered prefix.
     marks: Vec<(String, i64)>,
     customers: Vec<i64>,
+    /// Records Kafka acknowledged.
+    delivered: usize,
     error: Option<KafkaError>,
 }
 
@@ -209,7 +215,10 @@ impl Publisher {
         let results = join_all(deliveries).await;
         let (event_results, customer_results) = results.split_at(events.len());
 
-        let mut round = Round::default();
+        let mut round = Round {
+            delivered: results.iter().filter(|r| r.is_ok()).count(),
+            ..Round::default()
+        };
         let mut marks: BTreeMap<&str, i64> = BTreeMap::new();
         let mut broken: HashSet<&str> = HashSet::new();
         // Events come grouped by stream, in seq order: a stream's mark covers its events up

@@ -17,6 +17,7 @@ use tokio_postgres::{Client, Transaction};
 
 use super::downlink;
 use crate::config::Config;
+use crate::metrics::COUNTERS;
 use crate::storage::{self, events::StreamAck};
 
 /// Largest MQTT packet cloud-sync reads; payloads over `wire::MAX_PAYLOAD` are refused.
@@ -179,9 +180,10 @@ async fn store_loop(
                 Err(_) => break,
             }
         }
-        let acks = loop {
+        let began = std::time::Instant::now();
+        let stored_group = loop {
             match store_group(&mut db, &group).await {
-                Ok(acks) => break acks,
+                Ok(stored) => break stored,
                 Err(e) if db.is_closed() || !refused_for_its_content(&e) => {
                     // PostgreSQL restarting, a deadlock between instances...: store it again.
                     tracing::warn!("cannot store a group ({e:#}); retrying");
@@ -199,6 +201,12 @@ async fn store_loop(
                 }
             }
         };
+        let Stored {
+            acks,
+            events,
+            dead_letters,
+        } = stored_group;
+        COUNTERS.stored(events, dead_letters, began.elapsed());
         if let Some(stored) = stored.as_ref().filter(|_| !acks.is_empty()) {
             stored.notify_one();
         }
@@ -257,11 +265,11 @@ fn refused_for_its_content(error: &anyhow::Error) -> bool {
     matches!(class, Some("22" | "23" | "54"))
 }
 
-async fn store_one_by_one(db: &mut Client, group: &[Message]) -> Vec<StreamAck> {
-    let mut acks = Vec::new();
+async fn store_one_by_one(db: &mut Client, group: &[Message]) -> Stored {
+    let mut all = Stored::default();
     for message in group {
         match store_group(db, std::slice::from_ref(message)).await {
-            Ok(mut acked) => acks.append(&mut acked),
+            Ok(stored) => all.add(stored),
             Err(e) if db.is_closed() || !refused_for_its_content(&e) => {
                 // Not acknowledged: the shops send these again.
                 tracing::warn!("lost PostgreSQL: {e:#}");
@@ -270,18 +278,45 @@ async fn store_one_by_one(db: &mut Client, group: &[Message]) -> Vec<StreamAck> 
             Err(e) => {
                 let stored = async {
                     let tx = db.transaction().await?;
-                    let acked = refuse(&tx, message, &e).await?;
+                    let stored = refuse(&tx, message, &e).await?;
                     tx.commit().await?;
-                    anyhow::Ok(acked)
+                    anyhow::Ok(stored)
                 };
                 match stored.await {
-                    Ok(mut acked) => acks.append(&mut acked),
+                    Ok(stored) => all.add(stored),
                     Err(e) => tracing::error!("cannot record a dead letter: {e:#}"),
                 }
             }
         }
     }
-    acks
+    all
+}
+
+/// What a committed transaction of ingest did.
+#[derive(Default)]
+struct Stored {
+    acks: Vec<StreamAck>,
+    /// Events new to the database.
+    events: usize,
+    dead_letters: usize,
+}
+
+impl Stored {
+    fn add(&mut self, other: Stored) {
+        self.acks.extend(other.acks);
+        self.events += other.events;
+        self.dead_letters += other.dead_letters;
+    }
+}
+
+impl From<storage::events::Stored> for Stored {
+    fn from(stored: storage::events::Stored) -> Stored {
+        Stored {
+            acks: stored.acks,
+            events: stored.events,
+            dead_letters: 0,
+        }
+    }
 }
 
 /// A message PostgreSQL refused for its content (jsonb cannot hold `\u0000`, say) goes to the
@@ -292,7 +327,7 @@ async fn refuse(
     tx: &Transaction<'_>,
     message: &Message,
     error: &anyhow::Error,
-) -> anyhow::Result<Vec<StreamAck>> {
+) -> anyhow::Result<Stored> {
     let detail = error
         .downcast_ref::<tokio_postgres::Error>()
         .and_then(tokio_postgres::Error::as_db_error)
@@ -303,22 +338,29 @@ async fn refuse(
         "refused a message; the reason is in dead_letters"
     );
     let id = storage::events::dead_letter(tx, &message.topic, &message.payload, &reason).await?;
+    let dead_letter = Stored {
+        dead_letters: 1,
+        ..Stored::default()
+    };
     let Some(topic) = Topic::parse(&message.topic).filter(|t| t.leaf == "events") else {
-        return Ok(Vec::new());
+        return Ok(dead_letter);
     };
     let Ok(mut batch) = EventBatch::parse(&message.payload, &topic) else {
-        return Ok(Vec::new());
+        return Ok(dead_letter);
     };
     for event in &mut batch.events {
         event.body = serde_json::json!({ "dead_letter_id": id });
     }
-    storage::events::store_batches(tx, &[batch]).await
+    let mut stored = Stored::from(storage::events::store_batches(tx, &[batch]).await?);
+    stored.dead_letters = 1;
+    Ok(stored)
 }
 
 /// Validates a group of messages and stores it in one transaction; returns the acks to send.
-async fn store_group(db: &mut Client, group: &[Message]) -> anyhow::Result<Vec<StreamAck>> {
+async fn store_group(db: &mut Client, group: &[Message]) -> anyhow::Result<Stored> {
     let tx = db.transaction().await?;
     let mut batches = Vec::new();
+    let mut dead_letters = 0;
     for Message {
         topic: text,
         payload,
@@ -379,13 +421,15 @@ async fn store_group(db: &mut Client, group: &[Message]) -> anyhow::Result<Vec<S
                 "refused a message; the reason is in dead_letters"
             );
             storage::events::dead_letter(&tx, text, payload, &reason).await?;
+            dead_letters += 1;
         }
     }
-    let acks = if batches.is_empty() {
-        Vec::new()
+    let mut stored = if batches.is_empty() {
+        Stored::default()
     } else {
-        storage::events::store_batches(&tx, &batches).await?
+        Stored::from(storage::events::store_batches(&tx, &batches).await?)
     };
+    stored.dead_letters = dead_letters;
     tx.commit().await?;
-    Ok(acks)
+    Ok(stored)
 }

@@ -32,6 +32,13 @@ struct StreamBatches<'a> {
     batches: Vec<&'a EventBatch>,
 }
 
+/// What storing batches did: the acks to send, and how many events were new.
+#[derive(Debug, Default)]
+pub struct Stored {
+    pub acks: Vec<StreamAck>,
+    pub events: usize,
+}
+
 /// Stores the batches of one or more streams in one transaction (events already stored are
 /// skipped) and returns, for each stream, what may be acknowledged.
 ///
@@ -41,10 +48,7 @@ struct StreamBatches<'a> {
 /// with a different event means the box's store went back in time (restored from a backup,
 /// or copied): nothing from that seq on is stored, the conflict is recorded, and the box is
 /// told to start a new stream.
-pub async fn store_batches(
-    tx: &Transaction<'_>,
-    batches: &[EventBatch],
-) -> anyhow::Result<Vec<StreamAck>> {
+pub async fn store_batches(tx: &Transaction<'_>, batches: &[EventBatch]) -> anyhow::Result<Stored> {
     // Rows are locked in one order (shops, boxes, streams sorted), so concurrent instances
     // cannot deadlock.
     let mut streams: BTreeMap<String, StreamBatches> = BTreeMap::new();
@@ -219,7 +223,7 @@ pub async fn store_batches(
             &[&ids],
         )
         .await?;
-    Ok(rows
+    let acks = rows
         .iter()
         .map(|row| {
             let id: String = row.get(0);
@@ -241,7 +245,11 @@ pub async fn store_batches(
                 stream_id: id,
             }
         })
-        .collect())
+        .collect();
+    Ok(Stored {
+        acks,
+        events: inserted.len(),
+    })
 }
 
 /// Records the seqs in `(acked, low_water]` the stream does not hold (acknowledged once, then

@@ -228,6 +228,9 @@ pub struct Backlog {
     /// HQ's customer changes not yet on Kafka.
     pub customer_changes: i64,
     pub oldest_customer_change_at: Option<String>,
+    /// How long ago the oldest waiting event was stored, seconds (for `/metrics`).
+    #[serde(skip)]
+    pub oldest_event_age_s: Option<f64>,
 }
 
 /// A shop's events waiting for the relay.
@@ -284,16 +287,16 @@ pub async fn backlog(db: &impl GenericClient, shop: Option<&str>) -> anyhow::Res
                 WHERE s.acked_seq > coalesce(m.published_seq, 0)
                   AND ($1::text IS NULL OR s.shop_id = $1)
              )
-             SELECT coalesce(sum(events), 0)::bigint,
-                    (SELECT tastesync_rfc3339(min(e.received_at)) FROM due d
-                     CROSS JOIN LATERAL (SELECT received_at FROM events
-                        WHERE events.stream_id = d.stream_id AND seq > d.after
-                        ORDER BY seq LIMIT 1) e),
+             SELECT coalesce(sum(d.events), 0)::bigint,
+                    tastesync_rfc3339(min(oldest.received_at)),
                     (SELECT count(*) FROM kafka_customer_outbox
                      WHERE published_at IS NULL AND $1::text IS NULL),
                     (SELECT tastesync_rfc3339(min(changed_at)) FROM kafka_customer_outbox
-                     WHERE published_at IS NULL AND $1::text IS NULL)
-             FROM due",
+                     WHERE published_at IS NULL AND $1::text IS NULL),
+                    extract(epoch FROM now() - min(oldest.received_at))::float8
+             FROM due d LEFT JOIN LATERAL (SELECT received_at FROM events
+                WHERE events.stream_id = d.stream_id AND seq > d.after
+                ORDER BY seq LIMIT 1) oldest ON true",
             &[&shop],
         )
         .await?;
@@ -302,5 +305,6 @@ pub async fn backlog(db: &impl GenericClient, shop: Option<&str>) -> anyhow::Res
         oldest_event_stored_at: row.get(1),
         customer_changes: row.get(2),
         oldest_customer_change_at: row.get(3),
+        oldest_event_age_s: row.get(4),
     })
 }

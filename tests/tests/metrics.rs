@@ -1,0 +1,161 @@
+//! cloud-sync's `/metrics`, read as Prometheus reads it (the prometheus-parse crate): the
+//! counters say what the test made ingest do, the gauges what the database holds, a scrape
+//! needs the metrics token, and the Grafana dashboard shipped in docs/ asks only for
+//! metrics that exist.
+
+use std::collections::BTreeSet;
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tastesync_e2e::cloud::{Database, eventually, free_port};
+use tastesync_e2e::console::Console;
+use tastesync_e2e::workspace;
+
+const TOKEN: &str = "a metrics token for Prometheus";
+
+/// Scrapes `/metrics`, presenting `token`.
+fn scrape(console: &Console, token: Option<&str>) -> (StatusCode, String) {
+    let mut request = reqwest::blocking::Client::new().get(console.url("/metrics"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().expect("cloud-sync answers");
+    (response.status(), response.text().unwrap_or_default())
+}
+
+/// The page parsed; each sample by its name (no labels here but histogram buckets).
+fn parse(page: &str) -> prometheus_parse::Scrape {
+    let lines = page.lines().map(|l| Ok(l.to_string()));
+    prometheus_parse::Scrape::parse(lines).expect("a Prometheus page")
+}
+
+fn value(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {
+    let sample = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name)
+        .unwrap_or_else(|| panic!("no {name} in the scrape"));
+    match &sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        other => panic!("{name} is {other:?}"),
+    }
+}
+
+fn publish_batch(
+    console: &Console,
+    box_id: &str,
+    stream: &str,
+    seqs: std::ops::RangeInclusive<i64>,
+) {
+    let events: Vec<Value> = seqs
+        .map(|seq| {
+            json!({"seq": seq, "event_id": format!("{stream}-{seq}"), "type": "customer_arrived",
+                   "at_ms": 1_780_000_000_000i64 + seq, "body": {"visit_id": format!("v{seq}")}})
+        })
+        .collect();
+    let batch = json!({"v": 2, "shop_id": "metrics-1", "box_id": box_id, "stream_id": stream,
+                       "low_water": 0, "events": events});
+    console.broker.publish(
+        &format!("tastesync/v1/shops/metrics-1/boxes/{box_id}/events"),
+        &batch.to_string(),
+    );
+}
+
+#[test]
+fn metrics_count_what_ingest_did_need_the_token_and_feed_the_dashboard() {
+    // Kafka configured but unreachable: the relay's backlog shows.
+    let kafka = format!("[kafka]\nbrokers = \"127.0.0.1:{}\"\n", free_port());
+    let console = Console::start_with(
+        Database::create(),
+        &format!("metrics_token = {TOKEN:?}"),
+        &kafka,
+    );
+    console.add_shop("metrics-1", "Metrics", "Asia/Seoul");
+
+    // Without the token, or with another, nothing but a clear refusal.
+    for token in [None, Some("not the metrics token at all")] {
+        let (status, body) = scrape(&console, token);
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(body.contains("metrics token"), "{body}");
+    }
+
+    // Three events, the same batch again (nothing new), and a message that is not JSON.
+    const STREAM: &str = "0190e6b2-0000-7000-8000-0000000000e1";
+    publish_batch(&console, "box-m1", STREAM, 1..=3);
+    publish_batch(&console, "box-m1", STREAM, 1..=3);
+    console.broker.publish(
+        "tastesync/v1/shops/metrics-1/boxes/box-m1/events",
+        "not a batch",
+    );
+    assert!(eventually(20, || {
+        console.database.query("SELECT count(*) FROM dead_letters") == ["1"]
+            && console.database.query(&format!(
+                "SELECT acked_seq FROM streams WHERE stream_id = '{STREAM}'"
+            )) == ["3"]
+    }));
+
+    let (status, page) = scrape(&console, Some(TOKEN));
+    assert_eq!(status, StatusCode::OK, "{page}");
+    let scraped = parse(&page);
+    assert!(eventually(10, || {
+        let scraped = parse(&scrape(&console, Some(TOKEN)).1);
+        value(&scraped, "tastesync_cloud_events_stored_total") == 3.0
+    }));
+    assert_eq!(value(&scraped, "tastesync_cloud_dead_letters_total"), 1.0);
+    assert_eq!(value(&scraped, "tastesync_cloud_dead_letters_stored"), 1.0);
+    assert_eq!(value(&scraped, "tastesync_cloud_shops"), 1.0);
+    // The transactions were timed (the batches and the dead letter may share one).
+    assert!(value(&scraped, "tastesync_cloud_store_transaction_seconds_count") >= 1.0);
+    // Nothing reached the unreachable Kafka: the three events wait, the oldest for a while.
+    assert_eq!(value(&scraped, "tastesync_cloud_kafka_events_waiting"), 3.0);
+    assert_eq!(
+        value(&scraped, "tastesync_cloud_kafka_records_published_total"),
+        0.0
+    );
+    assert!(
+        value(
+            &scraped,
+            "tastesync_cloud_kafka_oldest_waiting_event_age_seconds"
+        ) > 0.0
+    );
+    // Every sample has its HELP.
+    for sample in &scraped.samples {
+        let family = ["_total", "_count", "_sum", "_bucket"]
+            .iter()
+            .find_map(|suffix| sample.metric.strip_suffix(suffix))
+            .unwrap_or(&sample.metric);
+        assert!(
+            scraped.docs.contains_key(family),
+            "{} has no HELP",
+            sample.metric
+        );
+    }
+
+    // The dashboard's queries name only metrics the page has.
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(workspace().join("docs/grafana/cloud-sync.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let exposed: BTreeSet<&str> = scraped.samples.iter().map(|s| s.metric.as_str()).collect();
+    let mut asked = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = target["expr"].as_str().unwrap();
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("tastesync_"))
+            {
+                // The parser files a histogram's buckets under the histogram's name.
+                let family = name.strip_suffix("_bucket").unwrap_or(name);
+                assert!(
+                    exposed.contains(family),
+                    "the dashboard asks for {name}, not on /metrics"
+                );
+                asked += 1;
+            }
+        }
+    }
+    assert!(asked >= 8, "the dashboard asks for {asked} metrics");
+}
