@@ -67,6 +67,9 @@ pub struct PosConfig {
     /// Live streams one tablet may hold open, and all tablets together.
     pub max_streams_per_tablet: usize,
     pub max_streams: usize,
+    /// The token Prometheus presents for `/metrics` (`Authorization: Bearer ...`, at least
+    /// 16 characters). Without one, `/metrics` answers loopback clients only.
+    pub metrics_token: Option<String>,
 }
 
 impl Default for PosConfig {
@@ -80,6 +83,7 @@ impl Default for PosConfig {
             device_idle_days: 90,
             max_streams_per_tablet: 3,
             max_streams: 64,
+            metrics_token: None,
         }
     }
 }
@@ -226,6 +230,14 @@ impl Config {
         }
         if self.pos.max_streams_per_tablet == 0 || self.pos.max_streams == 0 {
             bail!("pos.max_streams_per_tablet and pos.max_streams must be positive");
+        }
+        if self
+            .pos
+            .metrics_token
+            .as_ref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            bail!("pos.metrics_token must be at least 16 characters");
         }
         if self.scanner.watchdog_secs == 0 || self.scanner.max_devices == 0 {
             bail!("scanner.watchdog_secs and scanner.max_devices must be positive");

@@ -398,6 +398,9 @@ fn record_events(
     for event in events {
         match record(&mut store, &event) {
             Ok(()) => {
+                if matches!(event, PresenceEvent::CustomerArrived(_)) {
+                    crate::metrics::COUNTERS.arrivals.inc();
+                }
                 storage.send_if_modified(|s| std::mem::replace(s, "ok".into()) != "ok");
             }
             Err(e) => {

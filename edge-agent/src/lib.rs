@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod demo;
 pub mod events;
 pub mod identity;
+pub mod metrics;
 pub mod pipeline;
 pub mod pos;
 pub mod presence;

@@ -1,25 +1,31 @@
-//! cloud-sync's `/metrics`, read as Prometheus reads it (the prometheus-parse crate): the
-//! counters say what the test made ingest do, the gauges what the database holds, a scrape
-//! needs the metrics token, and the Grafana dashboard shipped in docs/ asks only for
-//! metrics that exist.
+//! Both binaries' `/metrics`, read as Prometheus reads them (the prometheus-parse crate): the
+//! counters say what the test made them do, the gauges what they hold, a scrape from
+//! elsewhere needs the metrics token, and the Grafana dashboard shipped in docs/ asks only
+//! for metrics cloud-sync has.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tastesync_e2e::cloud::{Database, eventually, free_port};
 use tastesync_e2e::console::Console;
+use tastesync_e2e::pos::PosBox;
 use tastesync_e2e::workspace;
 
 const TOKEN: &str = "a metrics token for Prometheus";
 
-/// Scrapes `/metrics`, presenting `token`.
+/// Scrapes cloud-sync's `/metrics`, presenting `token`.
 fn scrape(console: &Console, token: Option<&str>) -> (StatusCode, String) {
-    let mut request = reqwest::blocking::Client::new().get(console.url("/metrics"));
+    scrape_url(&console.url("/metrics"), token)
+}
+
+fn scrape_url(url: &str, token: Option<&str>) -> (StatusCode, String) {
+    let mut request = reqwest::blocking::Client::new().get(url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
-    let response = request.send().expect("cloud-sync answers");
+    let response = request.send().expect("the server answers");
     (response.status(), response.text().unwrap_or_default())
 }
 
@@ -30,11 +36,16 @@ fn parse(page: &str) -> prometheus_parse::Scrape {
 }
 
 fn value(scrape: &prometheus_parse::Scrape, name: &str) -> f64 {
+    labelled(scrape, name, None)
+}
+
+/// The sample `name`, the one with `label` if given.
+fn labelled(scrape: &prometheus_parse::Scrape, name: &str, label: Option<(&str, &str)>) -> f64 {
     let sample = scrape
         .samples
         .iter()
-        .find(|s| s.metric == name)
-        .unwrap_or_else(|| panic!("no {name} in the scrape"));
+        .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .unwrap_or_else(|| panic!("no {name} {label:?} in the scrape"));
     match &sample.value {
         prometheus_parse::Value::Counter(v)
         | prometheus_parse::Value::Gauge(v)
@@ -158,4 +169,80 @@ fn metrics_count_what_ingest_did_need_the_token_and_feed_the_dashboard() {
         }
     }
     assert!(asked >= 8, "the dashboard asks for {asked} metrics");
+}
+
+#[test]
+fn the_boxs_metrics_count_what_it_heard_and_answer_only_the_box_itself_or_the_token() {
+    let mut pos = PosBox::start_on_lan("");
+    let token = pos.pair("counter");
+    let stream = pos.stream(&token, None);
+    std::thread::sleep(Duration::from_millis(300)); // the stream is subscribed
+    pos.customer_arrives(1);
+    let arrival = std::iter::from_fn(|| stream.recv_timeout(Duration::from_secs(10)).ok())
+        .find(|e| e.kind == "arrival");
+    assert!(arrival.is_some(), "the tablet got the alert");
+
+    // From the shop's network, nothing without a token.
+    let (status, body) = scrape_url(&pos.url("/metrics"), None);
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    // From the box itself.
+    let local = format!("http://127.0.0.1:{}/metrics", pos.port());
+    let (status, page) = scrape_url(&local, None);
+    assert_eq!(status, StatusCode::OK, "{page}");
+    // The pipeline's counters reach the page with its next tick (every second).
+    let ble = Some(("source", "ble"));
+    let heard = |page: &str| {
+        labelled(
+            &parse(page),
+            "tastesync_edge_advertisements_heard_total",
+            ble,
+        )
+    };
+    let mut page = page;
+    assert!(eventually(5, || {
+        page = scrape_url(&local, None).1;
+        heard(&page) >= 3.0
+    }));
+    let scraped = parse(&page);
+    let heard = labelled(&scraped, "tastesync_edge_advertisements_heard_total", ble);
+    let identified = labelled(&scraped, "tastesync_edge_beacons_identified_total", ble);
+    assert!(heard >= 3.0 && identified >= 3.0, "{page}");
+    assert!(labelled(&scraped, "tastesync_edge_beacons_decoded_total", ble) >= identified);
+    assert_eq!(value(&scraped, "tastesync_edge_arrivals_total"), 1.0);
+    assert_eq!(
+        value(&scraped, "tastesync_edge_alert_delivery_seconds_count"),
+        1.0
+    );
+    assert!(value(&scraped, "tastesync_edge_alert_delivery_seconds_sum") < 10.0);
+    assert_eq!(value(&scraped, "tastesync_edge_tablets_connected"), 1.0);
+    // No uplink: the arrival waits in the outbox.
+    assert!(
+        value(&scraped, "tastesync_edge_outbox_pending") >= 1.0,
+        "{page}"
+    );
+    // A blank box: not claimed yet (the state reaches the page within two seconds).
+    let state = |page: &str, s: &str| {
+        labelled(
+            &parse(page),
+            "tastesync_edge_cloud_sync_state",
+            Some(("state", s)),
+        )
+    };
+    assert!(eventually(5, || {
+        let page = scrape_url(&local, None).1;
+        state(&page, "not claimed yet") == 1.0 && state(&page, "connected") == 0.0
+    }));
+    assert_eq!(value(&scraped, "tastesync_edge_storage_ok"), 1.0);
+
+    // A box with a metrics token answers the network to that token only.
+    let guarded = PosBox::start_on_lan(&format!("metrics_token = {TOKEN:?}"));
+    let url = guarded.url("/metrics");
+    assert_eq!(scrape_url(&url, None).0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        scrape_url(&url, Some("not the metrics token at all")).0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, page) = scrape_url(&url, Some(TOKEN));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(value(&parse(&page), "tastesync_edge_arrivals_total"), 0.0);
 }

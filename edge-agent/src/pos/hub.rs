@@ -57,6 +57,7 @@ impl EventHub {
                     id: 0,
                     kind: kind.to_string(),
                     body,
+                    at_ms: at,
                 });
                 return Err(e.context("the event log could not be written; sent live only"));
             }
@@ -66,6 +67,7 @@ impl EventHub {
             id,
             kind: kind.to_string(),
             body,
+            at_ms: at,
         });
         Ok(id)
     }

@@ -17,6 +17,8 @@ pub struct PosEvent {
     pub kind: String,
     /// JSON text, sent to tablets as is.
     pub body: String,
+    /// When it happened (an arrival: when the customer arrived).
+    pub at_ms: Millis,
 }
 
 /// What a tablet shows when a customer arrives.
@@ -214,13 +216,14 @@ impl Store {
     /// Events after `since`, oldest first, at most `limit`.
     pub fn pos_events_after(&self, since: i64, limit: usize) -> anyhow::Result<Vec<PosEvent>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, kind, body FROM pos_events WHERE id > ?1 ORDER BY id LIMIT ?2",
+            "SELECT id, kind, body, at_ms FROM pos_events WHERE id > ?1 ORDER BY id LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![since, limit as i64], |r| {
             Ok(PosEvent {
                 id: r.get(0)?,
                 kind: r.get(1)?,
                 body: r.get(2)?,
+                at_ms: r.get(3)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

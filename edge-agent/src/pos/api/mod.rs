@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::extract::DefaultBodyLimit;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/assets/{file}", get(asset))
         .route("/api/health", get(health))
+        .route("/metrics", get(metrics))
         .route(
             "/api/openapi.json",
             get(|| async { Json(ApiDoc::openapi()) }),
@@ -336,6 +337,57 @@ async fn health() -> Json<Status> {
     Json(Status {
         status: "ok".into(),
     })
+}
+
+/// Prometheus' page (`crate::metrics`): for loopback clients, or whoever presents
+/// `pos.metrics_token`.
+async fn metrics(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    match &state.config.pos.metrics_token {
+        Some(token) => {
+            let presented = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !auth::constant_time_eq(presented.as_bytes(), token.as_bytes()) {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "/metrics needs the metrics token: Authorization: Bearer <pos.metrics_token>",
+                ));
+            }
+        }
+        None if !peer.ip().is_loopback() => {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "/metrics answers this box itself only; set pos.metrics_token to scrape it from the network",
+            ));
+        }
+        None => {}
+    }
+    let (outbox_pending, outbox_oldest_at_ms) = with_store(&state, |s| {
+        Ok((s.outbox_pending()?, s.outbox_oldest_at_ms()?))
+    })
+    .await?;
+    let health = state.health.borrow().clone();
+    let page = crate::metrics::render(&crate::metrics::Now {
+        health: &health,
+        tablets_connected: state.hub.subscribers(),
+        outbox_pending,
+        outbox_oldest_at_ms,
+        now_ms: now_ms(),
+    })?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        page,
+    )
+        .into_response())
 }
 
 /// The OpenAPI document of this API, served at `/api/openapi.json`.

@@ -223,6 +223,16 @@ pub(super) async fn stream(
     Ok(Sse::new(events).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
+/// Times an alert that left for a tablet as it happened (not one caught up from the log).
+fn delivered_live(event: &PosEvent) {
+    if event.kind == "arrival" {
+        let took_ms = crate::now_ms().saturating_sub(event.at_ms);
+        crate::metrics::COUNTERS
+            .alert_delivery
+            .observe(took_ms as f64 / 1000.0);
+    }
+}
+
 fn sse(event: &PosEvent) -> Event {
     Event::default()
         .id(event.id.to_string())
@@ -287,11 +297,13 @@ pub(super) async fn forward(
                     if tx.send(frame).await.is_err() {
                         return;
                     }
+                    delivered_live(&event);
                 }
                 Ok(event) if event.id > last => {
                     if tx.send(sse(&event)).await.is_err() {
                         return;
                     }
+                    delivered_live(&event);
                     last = event.id;
                 }
                 Ok(_) => {}
