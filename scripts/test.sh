@@ -3,7 +3,7 @@
 # the workspace: unit and property tests, and the end-to-end tests in tests/ (the real
 # binaries, the real BLE stack against a mocked BlueZ on a private D-Bus, the POS pages in
 # headless Chromium, Mosquitto with dynamic security, the previous release's binaries for
-# the upgrade tests).
+# the upgrade tests, strace and systemd-analyze for the units' sandbox).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +13,7 @@ fi
 TASTESYNC_BLE_PYTHON="$(bash scripts/install-ble-mock.sh | tail -n 1)"
 bash scripts/install-browser.sh
 bash scripts/install-asyncapi.sh
+bash scripts/install-sandbox-tools.sh
 TASTESYNC_SCHEMATHESIS="$(bash scripts/install-schemathesis.sh | tail -n 1)"
 # The previous release's binaries, for the upgrade and mixed-fleet tests (built once).
 TASTESYNC_PREVIOUS_BIN="$(bash scripts/install-previous.sh | tail -n 1)"

@@ -65,6 +65,16 @@ impl Source {
     }
 }
 
+/// Resolves when the watchdog is due a ping; never without a watchdog.
+async fn watchdog_due(watchdog: &mut Option<tokio::time::Interval>) {
+    match watchdog {
+        Some(every) => {
+            every.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 /// Called on the store thread for every event, after it is stored (the demo prints here).
 pub type EventHook = Box<dyn FnMut(&Store, &PresenceEvent) + Send>;
 
@@ -193,8 +203,16 @@ pub async fn run(
     let mut shutdown = shutdown;
     let mut events = Vec::new();
     let mut last_at: Option<Millis> = None;
+    // systemd (Type=notify): ready now that the store, the POS and the scanner run. The loop
+    // below pings the watchdog itself, so a stuck pipeline is restarted, not only a dead
+    // process. Without systemd (the demo, a terminal) these do nothing.
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let mut watchdog = sd_notify::watchdog_enabled().map(|every| tokio::time::interval(every / 3));
     loop {
         tokio::select! {
+            _ = watchdog_due(&mut watchdog) => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
             ad = ad_rx.recv() => {
                 let Some(ad) = ad else { break };
                 last_at = Some(ad.at_ms);
@@ -239,6 +257,7 @@ pub async fn run(
         }
     }
     if *shutdown.borrow() {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         health_tx.send_modify(|h| {
             h.pipeline = pipeline.stats();
             h.storage = storage_rx.borrow().clone();

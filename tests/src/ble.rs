@@ -115,6 +115,11 @@ impl Daemon {
         Daemon { child, log }
     }
 
+    /// The process id (of what was started: a wrapper that `exec`s the daemon is the daemon).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn wait_for_log(&self, needle: &str) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         let mut seen = Vec::new();
