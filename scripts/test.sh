@@ -3,7 +3,8 @@
 # the workspace: unit and property tests, and the end-to-end tests in tests/ (the real
 # binaries, the real BLE stack against a mocked BlueZ on a private D-Bus, the POS pages in
 # headless Chromium, Mosquitto with dynamic security, the previous release's binaries for
-# the upgrade tests, strace and systemd-analyze for the units' sandbox).
+# the upgrade tests, strace, systemd-analyze and faketime for the units' sandbox and a
+# wrong clock).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,7 +14,7 @@ fi
 TASTESYNC_BLE_PYTHON="$(bash scripts/install-ble-mock.sh | tail -n 1)"
 bash scripts/install-browser.sh
 bash scripts/install-asyncapi.sh
-bash scripts/install-sandbox-tools.sh
+bash scripts/install-test-tools.sh
 TASTESYNC_SCHEMATHESIS="$(bash scripts/install-schemathesis.sh | tail -n 1)"
 # The previous release's binaries, for the upgrade and mixed-fleet tests (built once).
 TASTESYNC_PREVIOUS_BIN="$(bash scripts/install-previous.sh | tail -n 1)"

@@ -11,6 +11,7 @@
 pub mod config;
 pub mod daemon;
 pub mod demo;
+pub mod doctor;
 pub mod events;
 pub mod identity;
 pub mod metrics;

@@ -93,6 +93,20 @@ enum Command {
         #[arg(long, requires = "cloud")]
         claim: Option<String>,
     },
+    /// Check the box: config, clock, Bluetooth adapter, what the daemon hears, database,
+    /// disk, POS, broker and credentials, the sync; says what to do about each problem. Exits
+    /// non-zero when a check fails.
+    Doctor {
+        /// The daemon's config file.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// One JSON object: {"ok": ..., "checks": [{"name", "status", "detail", "fix"}]}.
+        #[arg(long)]
+        json: bool,
+        /// Free disk space below which the disk check fails, MB.
+        #[arg(long, default_value_t = 200)]
+        min_free_mb: u64,
+    },
     /// Look for TasteSync boxes on the LAN (mDNS) and print their POS addresses.
     Discover {
         /// How long to listen, in seconds.
@@ -299,6 +313,29 @@ fn execute(command: Command) -> anyhow::Result<()> {
             cloud,
             claim,
         }))?,
+        Command::Doctor {
+            config,
+            json,
+            min_free_mb,
+        } => {
+            let checks = runtime()?.block_on(tastesync_edge::doctor::examine(
+                config.as_deref(),
+                min_free_mb,
+            ));
+            let failed = checks
+                .iter()
+                .filter(|c| c.status == tastesync_edge::doctor::Status::Fail)
+                .count();
+            if json {
+                let report = serde_json::json!({"ok": failed == 0, "checks": checks});
+                println!("{report}");
+            } else {
+                print!("{}", tastesync_edge::doctor::report(&checks));
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} checks failed", checks.len());
+            }
+        }
         Command::Discover { seconds, interface } => {
             let found = pos::discovery::discover(&interface, Duration::from_secs(seconds))?;
             if found.is_empty() {

@@ -143,6 +143,18 @@ pub fn render(now: &Now) -> anyhow::Result<String> {
         "1 while events are recorded, 0 when the disk refuses them",
         ConstGauge::new(i64::from(now.health.storage == "ok")),
     );
+    let last: Gauge<f64, std::sync::atomic::AtomicU64> = Gauge::default();
+    last.set(
+        stats
+            .last_advertisement_ms
+            .map_or(0.0, |at| at as f64 / 1000.0),
+    );
+    registry.register_with_unit(
+        "last_advertisement_timestamp",
+        "When the last advertisement was heard, Unix time (0: none yet)",
+        Unit::Seconds,
+        last,
+    );
     registry.register(
         "scanner_running",
         "1 while the scanner runs",

@@ -185,6 +185,86 @@ fn current_link(config: &Config, identity: &IdentityFile) -> anyhow::Result<Opti
     }))
 }
 
+/// How the box connects to `link` as `client_id`: its broker, credentials and TLS.
+fn mqtt_options(config: &Config, link: &Link, client_id: String) -> anyhow::Result<MqttOptions> {
+    let (host, port) = broker_address(&link.broker)?;
+    let mut options = MqttOptions::new(client_id, host, port);
+    options.set_keep_alive(Duration::from_secs(config.uplink.keep_alive_secs.max(1)));
+    options.set_clean_session(true);
+    options.set_max_packet_size(wire::MAX_PAYLOAD + 4096, wire::MAX_PAYLOAD + 4096);
+    if let Some((username, password)) = &link.credentials {
+        options.set_credentials(username.clone(), password.clone());
+    }
+    if let Some(tls) = &link.tls {
+        options.set_transport(Transport::tls_with_config(tls.clone()));
+    }
+    Ok(options)
+}
+
+/// What a trial connection to the box's broker found (for `doctor`).
+pub enum BrokerProbe {
+    /// Neither set up by hand nor claimed: the box works offline.
+    NotConfigured(String),
+    Accepted {
+        broker: String,
+    },
+    Refused {
+        broker: String,
+        why: String,
+    },
+    Unreachable {
+        broker: String,
+        why: String,
+    },
+}
+
+/// Connects to the broker as the box would (its credentials and TLS, another client id so
+/// the running daemon keeps its connection) and disconnects.
+pub async fn probe_broker(config: &Config, identity: &IdentityFile) -> anyhow::Result<BrokerProbe> {
+    let Some(link) = current_link(config, identity)? else {
+        let why = match identity.get().standing(&config.shop_id) {
+            Standing::Setup => "not claimed yet: claim this box on the owner page",
+            Standing::Revoked => "revoked by HQ: the box works offline",
+            _ => "no [uplink] broker configured: the box works offline",
+        };
+        return Ok(BrokerProbe::NotConfigured(why.into()));
+    };
+    let options = mqtt_options(
+        config,
+        &link,
+        format!("tastesync-edge-{}-doctor", link.box_id),
+    )?;
+    let (client, mut events) = AsyncClient::new(options, 8);
+    let broker = link.broker.clone();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match events.poll().await {
+                Ok(Event::Incoming(Packet::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e),
+            }
+        }
+    })
+    .await;
+    let probe = match outcome {
+        Ok(Ok(())) => BrokerProbe::Accepted { broker },
+        Ok(Err(ConnectionError::ConnectionRefused(code))) => BrokerProbe::Refused {
+            broker,
+            why: format!("{code:?}"),
+        },
+        Ok(Err(e)) => BrokerProbe::Unreachable {
+            broker,
+            why: e.to_string(),
+        },
+        Err(_) => BrokerProbe::Unreachable {
+            broker,
+            why: "no answer within 10 s".into(),
+        },
+    };
+    let _ = client.try_disconnect();
+    Ok(probe)
+}
+
 /// Why one connection's run ended.
 enum Stop {
     Shutdown,
@@ -273,24 +353,14 @@ async fn run_once(
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<Stop> {
     let uplink = &config.uplink;
-    let (host, port) = broker_address(&link.broker)?;
     let topics = BoxTopics::new(&link.shop_id, &link.box_id);
-    let mut options = MqttOptions::new(format!("tastesync-edge-{}", link.box_id), host, port);
-    options.set_keep_alive(Duration::from_secs(uplink.keep_alive_secs.max(1)));
-    options.set_clean_session(true);
-    options.set_max_packet_size(wire::MAX_PAYLOAD + 4096, wire::MAX_PAYLOAD + 4096);
+    let mut options = mqtt_options(config, link, format!("tastesync-edge-{}", link.box_id))?;
     options.set_last_will(LastWill::new(
         &topics.status,
         status_payload(false),
         QoS::AtLeastOnce,
         true,
     ));
-    if let Some((username, password)) = &link.credentials {
-        options.set_credentials(username.clone(), password.clone());
-    }
-    if let Some(tls) = &link.tls {
-        options.set_transport(Transport::tls_with_config(tls.clone()));
-    }
     let (client, mut events) = AsyncClient::new(options, 64);
     let store = Arc::new(Mutex::new(Store::open(&config.database)?));
     let mut downlink = DownlinkProgress::default();

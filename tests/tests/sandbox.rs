@@ -28,7 +28,7 @@ fn syscall_groups() -> std::collections::BTreeMap<String, Vec<String>> {
     let out = Command::new("systemd-analyze")
         .arg("syscall-filter")
         .output()
-        .expect("systemd-analyze (scripts/install-sandbox-tools.sh installs it)");
+        .expect("systemd-analyze (scripts/install-test-tools.sh installs it)");
     let mut groups = std::collections::BTreeMap::new();
     let mut current: Option<String> = None;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
