@@ -9,6 +9,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde::Serialize;
+use tastesync_shared::days;
 
 use crate::config::{Config, SourceKind};
 use crate::identity::IdentityFile;
@@ -100,14 +101,14 @@ pub async fn examine(config_path: Option<&Path>, min_free_mb: u64) -> Vec<Check>
 
 fn clock() -> Check {
     let (y, m, d) = RELEASED;
-    let released_ms = days_from_civil(y, m, d) as u64 * 86_400_000;
+    let released_ms = days::days_from_civil(y, m, d) as u64 * 86_400_000;
     let now = now_ms();
     if now < released_ms {
         return Check::fail(
             "clock",
             format!(
-                "the clock is {} days before this release ({y}-{m:02}-{d:02}): it was never set",
-                (released_ms - now) / 86_400_000
+                "the clock says {}, before this release ({y}-{m:02}-{d:02}): it was never set",
+                days::format_day((now / 86_400_000) as i64)
             ),
             "let the box reach an NTP server (timedatectl timesync-status); until then visits are stamped with a wrong time",
         );
@@ -474,14 +475,6 @@ fn human_duration(seconds: u64) -> String {
         s if s >= 3600 => format!("{} hours", s / 3600),
         s => format!("{} minutes", s / 60),
     }
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468
 }
 
 /// The human report: one line per check, what to do under each that is not ok.

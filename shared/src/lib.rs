@@ -4,7 +4,9 @@
 //! Everything here is plain synchronous Rust so it can be tested, fuzzed and benchmarked
 //! without a runtime, and reused by the cloud side to derive the keys it sends to shops.
 
+pub mod access;
 pub mod beacon;
+pub mod days;
 pub mod downlink;
 pub mod eid;
 pub mod hexfmt;

@@ -34,6 +34,7 @@ use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tastesync_e2e::cloud::{Database, Mosquitto, free_port};
 use tastesync_e2e::kafka::Tansu;
 use tastesync_e2e::{KillOnDrop, Shop, now_ms, workspace};
+use tastesync_shared::days;
 use tastesync_shared::wire::{self, Ack, BoxTopics, EventBatch, WireEvent};
 
 const EVENTS_PER_BATCH: i64 = 4;
@@ -409,17 +410,11 @@ fn watch_kafka(
 
 /// Unix ms of an RFC 3339 UTC instant as `ce_time` writes it (`2026-03-02T00:30:00.123Z`).
 fn parse_instant_ms(text: &str) -> u64 {
+    let day = days::parse_day(&text[..10]).expect("a ce_time date");
     let number = |range: std::ops::Range<usize>| -> i64 { text[range].parse().unwrap() };
-    let (y, m, d) = (number(0..4), number(5..7), number(8..10));
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    let ms = ((days * 24 + number(11..13)) * 60 + number(14..16)) * 60_000
-        + number(17..19) * 1000
-        + number(20..23);
-    ms as u64
+    let in_day =
+        ((number(11..13) * 60 + number(14..16)) * 60 + number(17..19)) * 1000 + number(20..23);
+    (day * 86_400_000 + in_day) as u64
 }
 
 /// Reports the relay: its drain of the backlog built while Kafka was down (with the load

@@ -7,17 +7,13 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tastesync_e2e::cloud::eventually;
 use tastesync_e2e::console::Console;
+use tastesync_shared::days;
 
 const PASSWORD: &str = "a long enough password";
 
 /// Unix ms of a UTC date and time.
 fn utc(y: i64, m: i64, d: i64, h: i64, min: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let doy = (153 * ((m + 9) % 12) + 2) / 5 + d - 1;
-    let days = era * 146_097 + yoe * 365 + yoe / 4 - yoe / 100 + doy - 719_468;
-    ((days * 24 + h) * 60 + min) * 60_000
+    ((days::days_from_civil(y, m, d) * 24 + h) * 60 + min) * 60_000
 }
 
 fn arrived(customer: &str, at: i64) -> (String, i64, Value) {
@@ -264,16 +260,7 @@ fn date_now_at(offset_h: i64) -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs() as i64;
-    let days = (now_s + offset_h * 3600).div_euclid(86_400) + 719_468;
-    let era = days.div_euclid(146_097);
-    let doe = days.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
+    days::format_day((now_s + offset_h * 3600).div_euclid(86_400))
 }
 
 #[test]

@@ -29,6 +29,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
+use tastesync_shared::access::{MetricsRefusal, metrics_access};
 use tastesync_shared::provisioning::ErrorBody;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
@@ -114,32 +115,16 @@ async fn metrics(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    match &state.config.http.metrics_token {
-        Some(token) => {
-            let presented = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            let same = aws_lc_rs::constant_time::verify_slices_are_equal(
-                presented.as_bytes(),
-                token.as_bytes(),
-            );
-            if same.is_err() {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "/metrics needs the metrics token: Authorization: Bearer <http.metrics_token>",
-                ));
-            }
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token = state.config.http.metrics_token.as_deref();
+    metrics_access("http.metrics_token", token, authorization, peer.ip()).map_err(|refusal| {
+        match refusal {
+            MetricsRefusal::NoToken(why) => ApiError::new(StatusCode::UNAUTHORIZED, why),
+            MetricsRefusal::NotLocal(why) => ApiError::new(StatusCode::FORBIDDEN, why),
         }
-        None if !peer.ip().is_loopback() => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "/metrics answers loopback only; set http.metrics_token to scrape it from elsewhere",
-            ));
-        }
-        None => {}
-    }
+    })?;
     let db = state.db.get().await?;
     let page = crate::metrics::render(&**db, state.config.kafka.enabled()).await?;
     Ok((

@@ -7,7 +7,7 @@ pub mod analytics;
 pub mod audit;
 pub mod budgets;
 pub mod customers;
-pub mod days;
+pub use tastesync_shared::days;
 pub mod events;
 pub mod feedback;
 pub mod kafka;

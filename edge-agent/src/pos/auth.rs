@@ -61,10 +61,7 @@ pub fn hash(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.trim().as_bytes()).into()
 }
 
-/// Equal, in time that does not depend on where they differ.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
+pub use tastesync_shared::access::constant_time_eq;
 
 /// Why a PIN is refused, or `None` if it will do.
 pub fn pin_weakness(pin: &str) -> Option<String> {

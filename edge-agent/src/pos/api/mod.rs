@@ -23,6 +23,7 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde::Serialize;
+use tastesync_shared::access::{MetricsRefusal, metrics_access};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
@@ -346,28 +347,16 @@ async fn metrics(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: axum::http::HeaderMap,
 ) -> Result<Response, ApiError> {
-    match &state.config.pos.metrics_token {
-        Some(token) => {
-            let presented = headers
-                .get(header::AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.strip_prefix("Bearer "))
-                .unwrap_or("");
-            if !auth::constant_time_eq(presented.as_bytes(), token.as_bytes()) {
-                return Err(ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "/metrics needs the metrics token: Authorization: Bearer <pos.metrics_token>",
-                ));
-            }
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let token = state.config.pos.metrics_token.as_deref();
+    metrics_access("pos.metrics_token", token, authorization, peer.ip()).map_err(|refusal| {
+        match refusal {
+            MetricsRefusal::NoToken(why) => ApiError::new(StatusCode::UNAUTHORIZED, why),
+            MetricsRefusal::NotLocal(why) => ApiError::new(StatusCode::FORBIDDEN, why),
         }
-        None if !peer.ip().is_loopback() => {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "/metrics answers this box itself only; set pos.metrics_token to scrape it from the network",
-            ));
-        }
-        None => {}
-    }
+    })?;
     let (outbox_pending, outbox_oldest_at_ms) = with_store(&state, |s| {
         Ok((s.outbox_pending()?, s.outbox_oldest_at_ms()?))
     })

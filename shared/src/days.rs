@@ -1,6 +1,6 @@
-//! Calendar days as the analytics API takes and shows them: days since 1970-01-01 and
-//! `YYYY-MM-DD` (proleptic Gregorian), and instants as RFC 3339 text (UTC), without a
-//! date-time crate for three conversions.
+//! Calendar days as the cloud's analytics API takes and shows them and the box's doctor
+//! tells them: days since 1970-01-01 and `YYYY-MM-DD` (proleptic Gregorian), and instants
+//! as RFC 3339 text (UTC), without a date-time crate for a few conversions.
 
 /// Days since 1970-01-01 of a `YYYY-MM-DD` date, if it is one (years 2000 to 2199).
 pub fn parse_day(text: &str) -> Option<i64> {
@@ -66,7 +66,8 @@ pub fn format_instant(unix_ms: i64) -> String {
     )
 }
 
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+/// Days since 1970-01-01 of a date (Howard Hinnant's days_from_civil; any year).
+pub fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
     let y = if m <= 2 { y - 1 } else { y };
     let era = y.div_euclid(400);
     let yoe = y.rem_euclid(400);
