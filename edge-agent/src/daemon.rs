@@ -97,7 +97,22 @@ pub async fn run(
     listening: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<PipelineStats> {
     let mut store = Store::open(&config.database)?;
-    let interrupted = store.close_interrupted_visits()?;
+    // After a clean stop moments ago (an upgrade, a restart), the customers still in the shop
+    // keep their visits and are not announced again; anything else left open is closed.
+    let (resumable, stopped_at) =
+        store.take_resumable_visits(now_ms(), config.presence.absence_ms)?;
+    let resumed = if source.is_live() {
+        resumable
+    } else {
+        Vec::new()
+    };
+    let interrupted = store.close_interrupted_visits(&resumed)?;
+    if !resumed.is_empty() {
+        tracing::info!(
+            visits = resumed.len(),
+            "visits open at the last clean stop resumed: they go on if the customer is heard again"
+        );
+    }
     if interrupted > 0 {
         tracing::warn!(
             visits = interrupted,
@@ -119,6 +134,7 @@ pub async fn run(
         config.eid.tolerance_windows,
         now_ms(),
     );
+    pipeline.resume(&resumed, stopped_at);
     let (tags, eid_tags) = pipeline.index().counts();
     tracing::info!(tags, eid_tags, "customer index loaded");
 
@@ -271,6 +287,18 @@ pub async fn run(
     store_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the store thread panicked"))??;
+    if *shutdown.borrow() {
+        // Every event is stored: the visits still open may be resumed by the next start.
+        let stopped = health_store
+            .lock()
+            .expect("health store")
+            .record_clean_stop(now_ms());
+        if let Err(e) = stopped {
+            tracing::warn!(
+                "cannot note the clean stop (visits will be closed at the next start): {e:#}"
+            );
+        }
+    }
     if let Some(server) = server {
         if !*shutdown.borrow() {
             // A finished replay: stop the server too.

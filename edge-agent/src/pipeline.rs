@@ -110,6 +110,22 @@ impl Pipeline {
         &self.index
     }
 
+    /// Takes up the visits a clean stop at `stopped_at` left open (see
+    /// [`PresenceTracker::resume`]); a visit id that is not a UUID is left alone.
+    pub fn resume(&mut self, visits: &[crate::store::OpenVisit], stopped_at: Millis) {
+        for visit in visits {
+            if let Ok(id) = visit.visit_id.parse() {
+                self.tracker.resume(
+                    visit.customer,
+                    id,
+                    &visit.zone,
+                    visit.arrived_at_ms,
+                    stopped_at,
+                );
+            }
+        }
+    }
+
     pub fn tracker(&self) -> &PresenceTracker {
         &self.tracker
     }

@@ -206,6 +206,31 @@ impl PresenceTracker {
         events
     }
 
+    /// Takes up a visit left open by a clean stop at `stopped_at`: it goes on, without a new
+    /// arrival, if the customer is heard near before the absence timeout runs out from then,
+    /// and ends at `stopped_at` otherwise.
+    pub fn resume(
+        &mut self,
+        customer: CustomerId,
+        visit_id: Uuid,
+        zone: &str,
+        arrived_at: Millis,
+        stopped_at: Millis,
+    ) {
+        self.tracks.insert(
+            customer,
+            Track {
+                samples: VecDeque::new(),
+                visit: Some(Visit {
+                    id: visit_id,
+                    arrived_at,
+                    last_near: stopped_at.max(arrived_at),
+                    zone: zone.to_string(),
+                }),
+            },
+        );
+    }
+
     /// Customers with an open visit.
     pub fn present(&self) -> usize {
         self.tracks.values().filter(|t| t.visit.is_some()).count()

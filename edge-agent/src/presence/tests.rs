@@ -168,3 +168,35 @@ fn invalid_rules_are_explained() {
     assert!(config.validate().unwrap_err().contains("leave_rssi"));
     assert!(PresenceConfig::default().validate().is_ok());
 }
+
+#[test]
+fn a_visit_resumed_after_a_clean_stop_goes_on_without_a_second_arrival() {
+    let customer = CustomerId(1); // the one `feed` sights
+    let visit = Uuid::now_v7();
+    let mut tracker = PresenceTracker::new(PresenceConfig::default());
+    // Arrived at 0, the box stopped cleanly at 20 s and is back at 25 s: heard near again.
+    tracker.resume(customer, visit, ZONE, 0, 20_000);
+    let events = feed(&mut tracker, 25_000, 40_000, 1_000, || -70);
+    assert_eq!(arrivals(&events), 0, "{events:?}");
+    assert_eq!(tracker.present(), 1);
+    // Then gone: the visit ends, with the same id, its dwell counted from the arrival.
+    let events = feed(&mut tracker, 40_000, 120_000, 1_000, || -100);
+    let [PresenceEvent::CustomerLeft(left)] = events.as_slice() else {
+        panic!("{events:?}");
+    };
+    assert_eq!(left.visit_id, visit);
+    // The median lets go a couple of seconds after the last near sighting at 39 s.
+    assert!((39..=42).contains(&left.dwell_s), "{left:?}");
+}
+
+#[test]
+fn a_resumed_visit_never_heard_again_ends_at_the_stop() {
+    let customer = CustomerId(1);
+    let mut tracker = PresenceTracker::new(PresenceConfig::default());
+    tracker.resume(customer, Uuid::now_v7(), ZONE, 5_000, 20_000);
+    let events = tracker.tick(20_000 + PresenceConfig::default().absence_ms);
+    let [PresenceEvent::CustomerLeft(left)] = events.as_slice() else {
+        panic!("{events:?}");
+    };
+    assert_eq!((left.left_at_ms, left.dwell_s), (20_000, 15));
+}

@@ -145,6 +145,9 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX feedback_at ON feedback(at_ms);
     CREATE INDEX feedback_visit ON feedback(visit_id);
     CREATE INDEX orders_visit ON orders(visit_id);",
+    // 7: when the daemon last stopped cleanly (consumed by the next start, which resumes the
+    // visits still open if it was recent).
+    "ALTER TABLE meta ADD COLUMN stopped_at_ms INTEGER;",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction. The

@@ -28,6 +28,15 @@ pub use pos::{
 };
 
 /// An open store.
+/// A visit still open when the daemon stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpenVisit {
+    pub visit_id: String,
+    pub customer: CustomerId,
+    pub zone: String,
+    pub arrived_at_ms: Millis,
+}
+
 pub struct Store {
     conn: Connection,
 }
@@ -239,9 +248,50 @@ impl Store {
         Ok(())
     }
 
+    /// Notes that the daemon stops cleanly now, its open visits left open for the next start.
+    pub fn record_clean_stop(&mut self, at: Millis) -> anyhow::Result<()> {
+        self.conn
+            .execute("UPDATE meta SET stopped_at_ms = ?1", [at])?;
+        Ok(())
+    }
+
+    /// The visits to resume at start: those left open by a clean stop at most `within_ms`
+    /// before `now` (the customer may still be in the shop), with the stop's time. The stop
+    /// is forgotten either way, so a crash later never resumes anything.
+    pub fn take_resumable_visits(
+        &mut self,
+        now: Millis,
+        within_ms: Millis,
+    ) -> anyhow::Result<(Vec<OpenVisit>, Millis)> {
+        let tx = self.write()?;
+        let stopped: Option<Millis> =
+            tx.query_row("SELECT stopped_at_ms FROM meta", [], |r| r.get(0))?;
+        tx.execute("UPDATE meta SET stopped_at_ms = NULL", [])?;
+        let visits = match stopped {
+            Some(at) if at <= now && now - at <= within_ms => {
+                let mut stmt = tx.prepare(
+                    "SELECT visit_id, customer_id, zone, arrived_at_ms FROM visits
+                     WHERE left_at_ms IS NULL ORDER BY arrived_at_ms",
+                )?;
+                let rows = stmt.query_map([], |r| {
+                    Ok(OpenVisit {
+                        visit_id: r.get(0)?,
+                        customer: CustomerId(r.get(1)?),
+                        zone: r.get(2)?,
+                        arrived_at_ms: r.get(3)?,
+                    })
+                })?;
+                rows.collect::<Result<_, _>>()?
+            }
+            _ => Vec::new(),
+        };
+        tx.commit()?;
+        Ok((visits, stopped.unwrap_or(now)))
+    }
+
     /// Closes visits a crash or power cut left open (their dwell is unknown), each with a
-    /// `customer_left` event marked `interrupted`. Returns how many.
-    pub fn close_interrupted_visits(&mut self) -> anyhow::Result<usize> {
+    /// `customer_left` event marked `interrupted`, except those in `resumed`. Returns how many.
+    pub fn close_interrupted_visits(&mut self, resumed: &[OpenVisit]) -> anyhow::Result<usize> {
         let tx = self.write()?;
         let open: Vec<(String, String, String, Millis)> = {
             let mut stmt = tx.prepare(
@@ -249,7 +299,10 @@ impl Store {
                  FROM visits v JOIN customers c ON c.id = v.customer_id WHERE v.left_at_ms IS NULL",
             )?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
-            rows.collect::<Result<_, _>>()?
+            rows.collect::<Result<Vec<_>, _>>()?
+                .into_iter()
+                .filter(|(id, ..)| !resumed.iter().any(|v| &v.visit_id == id))
+                .collect()
         };
         for (visit_id, customer_ref, zone, arrived_at_ms) in &open {
             tx.execute(

@@ -322,7 +322,7 @@ fn every_local_effect_writes_its_event_in_the_same_transaction_with_gap_free_seq
         ActionOutcome::UnknownVisit
     );
     // The box stops with the visit open: the next start closes it, with an event.
-    assert_eq!(store.close_interrupted_visits().unwrap(), 1);
+    assert_eq!(store.close_interrupted_visits(&[]).unwrap(), 1);
     let left = CustomerLeft {
         visit_id,
         customer: id,
