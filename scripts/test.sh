@@ -4,7 +4,7 @@
 # binaries, the real BLE stack against a mocked BlueZ on a private D-Bus, the POS pages in
 # headless Chromium, Mosquitto with dynamic security, the previous release's binaries for
 # the upgrade tests, strace, systemd-analyze and faketime for the units' sandbox and a
-# wrong clock).
+# wrong clock, the arm64 cross toolchain, qemu-user and cargo-deb for the packages).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,8 @@ TASTESYNC_BLE_PYTHON="$(bash scripts/install-ble-mock.sh | tail -n 1)"
 bash scripts/install-browser.sh
 bash scripts/install-asyncapi.sh
 bash scripts/install-test-tools.sh
+# The packages test cross-builds the box for arm64 and packs the .debs.
+bash scripts/install-cross.sh
 TASTESYNC_SCHEMATHESIS="$(bash scripts/install-schemathesis.sh | tail -n 1)"
 # The previous release's binaries, for the upgrade and mixed-fleet tests (built once).
 TASTESYNC_PREVIOUS_BIN="$(bash scripts/install-previous.sh | tail -n 1)"
