@@ -66,15 +66,7 @@ impl PosBox {
             ),
         );
         let mut mock = MockBluez::start(&[]);
-        let daemon = Daemon::start(&config, &mock.bus);
-        let log = daemon.wait_for_log("POS listening on ");
-        let base = log
-            .last()
-            .and_then(|l| l.split("POS listening on ").nth(1))
-            .expect("address")
-            .trim()
-            .to_string();
-        daemon.wait_for_log("BLE discovery started");
+        let (daemon, base) = start_daemon(&config, &mock.bus);
         for minor in 1..=4 {
             mock.send(serde_json::json!({"cmd": "add_device", "mac": mac(minor), "name": "tag"}));
         }
@@ -85,6 +77,16 @@ impl PosBox {
             base,
             http: crate::http(),
         }
+    }
+
+    /// Stops the daemon cleanly (SIGTERM, as systemd does for an upgrade or a restart) and
+    /// starts it again on the same store; the POS may come back on another port.
+    pub fn restart(&mut self) {
+        let daemon = self.daemon.take().expect("the daemon runs");
+        assert!(daemon.terminate(), "a clean stop");
+        let (daemon, base) = start_daemon(&self.shop.dir.path().join("edge.toml"), &self.mock.bus);
+        self.daemon = Some(daemon);
+        self.base = base;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -233,6 +235,21 @@ impl Drop for PosBox {
             daemon.terminate();
         }
     }
+}
+
+/// Starts the daemon on `config` and waits until its POS listens and its scanner runs;
+/// returns it and the POS's base URL.
+fn start_daemon(config: &std::path::Path, bus: &str) -> (Daemon, String) {
+    let daemon = Daemon::start(config, bus);
+    let log = daemon.wait_for_log("POS listening on ");
+    let base = log
+        .last()
+        .and_then(|l| l.split("POS listening on ").nth(1))
+        .expect("address")
+        .trim()
+        .to_string();
+    daemon.wait_for_log("BLE discovery started");
+    (daemon, base)
 }
 
 /// One Server-Sent Event.

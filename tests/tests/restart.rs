@@ -4,25 +4,7 @@
 
 use std::time::Duration;
 
-use tastesync_e2e::ble::Daemon;
 use tastesync_e2e::pos::PosBox;
-
-/// Restarts the box's daemon cleanly (SIGTERM, as systemd does) on the same store.
-fn restart(pos: &mut PosBox) {
-    let daemon = pos.daemon.take().expect("the daemon runs");
-    assert!(daemon.terminate(), "a clean stop");
-    let config = pos.shop.dir.path().join("edge.toml");
-    let daemon = Daemon::start(&config, &pos.mock.bus);
-    let log = daemon.wait_for_log("POS listening on ");
-    pos.base = log
-        .last()
-        .and_then(|l| l.split("POS listening on ").nth(1))
-        .expect("address")
-        .trim()
-        .to_string();
-    daemon.wait_for_log("BLE discovery started");
-    pos.daemon = Some(daemon);
-}
 
 #[test]
 fn customers_in_the_shop_are_not_announced_again_after_a_restart() {
@@ -33,7 +15,7 @@ fn customers_in_the_shop_are_not_announced_again_after_a_restart() {
     let first = pos.shop.visits();
     assert_eq!(first.len(), 1, "{first:?}");
 
-    restart(&mut pos);
+    pos.restart();
     // Minji is still at the counter; the tablet reconnects from its last event.
     let stream = pos.stream(&token, Some(0));
     std::thread::sleep(Duration::from_millis(300));
