@@ -11,12 +11,7 @@ command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 fc-list 2>/dev/null | grep -qi nanum || missing+=(fonts-nanum)
 command -v node >/dev/null 2>&1 || missing+=(nodejs npm)
 if [ "${#missing[@]}" -gt 0 ]; then
-    echo "install-browser: installing ${missing[*]}" >&2
-    SUDO=()
-    if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo -n); fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
-    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2
+    bash scripts/apt-install.sh install-browser "${missing[@]}"
 fi
 if [ ! -d tests/browser/node_modules/playwright-core ]; then
     npm ci --prefix tests/browser --no-audit --no-fund >&2

@@ -11,12 +11,7 @@ command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || missing+=(gcc-aarch64-linux-
 command -v qemu-aarch64 >/dev/null 2>&1 || missing+=(qemu-user)
 command -v dpkg-deb >/dev/null 2>&1 || missing+=(dpkg)
 if [ "${#missing[@]}" -gt 0 ]; then
-    echo "install-cross: installing ${missing[*]}" >&2
-    SUDO=()
-    if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo -n); fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
-    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2
+    bash "$(dirname "$0")/apt-install.sh" install-cross "${missing[@]}"
 fi
 if ! cargo deb --version >/dev/null 2>&1; then
     cargo install --locked cargo-deb --version '^3' >&2

@@ -9,10 +9,5 @@ command -v strace >/dev/null 2>&1 || missing+=(strace)
 command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v faketime >/dev/null 2>&1 || missing+=(faketime)
 if [ "${#missing[@]}" -gt 0 ]; then
-    echo "install-test-tools: installing ${missing[*]}" >&2
-    SUDO=()
-    if [ "$(id -u)" -ne 0 ]; then SUDO=(sudo -n); fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 update -qq >&2
-    "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >&2
+    bash "$(dirname "$0")/apt-install.sh" install-test-tools "${missing[@]}"
 fi

@@ -625,21 +625,17 @@ pub fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
     check()
 }
 
+/// psql connected to `database` on this machine's PostgreSQL, without the user's psqlrc;
+/// the caller adds what it runs.
+pub fn psql_command(database: &str) -> Command {
+    let mut psql = Command::new("psql");
+    psql.args(["-h", "127.0.0.1", "-U", "postgres", "-d", database, "-X"]);
+    psql
+}
+
 fn psql_output(database: &str, sql: &str) -> std::process::Output {
-    Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            database,
-            "-AtX",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
+    psql_command(database)
+        .args(["-At", "-v", "ON_ERROR_STOP=1", "-c", sql])
         .output()
         .expect("psql")
 }

@@ -254,6 +254,12 @@ impl Reader {
         true
     }
 
+    /// Reads until `topic` holds `count` distinct events (by `ce_id`), or `seconds` pass;
+    /// returns whether it did.
+    pub fn read_distinct(&mut self, seconds: u64, topic: &str, count: usize) -> bool {
+        self.read_until(seconds, |records| distinct_ids(records, topic) == count)
+    }
+
     /// Reads whatever arrives within `duration`.
     pub fn poll(&mut self, duration: Duration) {
         let until = Instant::now() + duration;
@@ -298,6 +304,16 @@ impl Reader {
             .filter(|r| r.topic == topic && seen.insert(r.header("ce_id").to_string()))
             .collect()
     }
+}
+
+/// How many distinct events (by `ce_id`) of `topic` there are among `records`.
+pub fn distinct_ids(records: &[Record], topic: &str) -> usize {
+    records
+        .iter()
+        .filter(|r| r.topic == topic)
+        .map(|r| r.header("ce_id"))
+        .collect::<std::collections::HashSet<_>>()
+        .len()
 }
 
 /// Checks what a consumer of the shop events sees after dropping repeats: every event of

@@ -15,9 +15,9 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
 use serde_json::{Value, json};
 use tastesync_e2e::asyncapi::Contract;
-use tastesync_e2e::cloud::{CloudSync, Database, Mosquitto, eventually};
+use tastesync_e2e::cloud::{CloudSync, Database, Mosquitto, eventually, psql_command};
 use tastesync_e2e::console::Console;
-use tastesync_e2e::kafka::{Reader, Tansu, assert_streams_complete_and_in_order};
+use tastesync_e2e::kafka::{Reader, Tansu, assert_streams_complete_and_in_order, distinct_ids};
 use tastesync_e2e::*;
 
 const EVENTS: &str = "tastesync.shop-events";
@@ -140,13 +140,7 @@ fn every_event_and_customer_change_reaches_kafka_as_cloud_events() {
             .map(|r| (r.header("ce_type").to_string(), r.value.clone()))
     };
     let arrived = reader.read_until(60, |records| {
-        let events_seen = records
-            .iter()
-            .filter(|r| r.topic == EVENTS)
-            .map(|r| r.header("ce_id"))
-            .collect::<std::collections::HashSet<_>>()
-            .len();
-        events_seen == events
+        distinct_ids(records, EVENTS) == events
             && last_of(records, "HQ-1").is_some_and(|(_, v)| v.is_some_and(|v| v["tier"] == "gold"))
             && last_of(records, "HQ-2").is_some_and(|(t, _)| t.ends_with(".deleted"))
             && last_of(records, "HQ-3").is_some_and(|(t, _)| t.ends_with(".erased"))
@@ -311,14 +305,7 @@ fn kafka_unreachable_for_a_while_delays_the_stream_and_loses_nothing() {
     // the cut.
     tansu.mend();
     let events = total(&streams);
-    let complete = reader.read_until(90, |records| {
-        records
-            .iter()
-            .map(|r| r.header("ce_id"))
-            .collect::<std::collections::HashSet<_>>()
-            .len()
-            == events
-    });
+    let complete = reader.read_distinct(90, EVENTS, events);
     assert!(
         complete,
         "{} of {events} events; waiting: {}; {}",
@@ -336,17 +323,8 @@ struct MarksLocked(std::process::Child);
 
 impl MarksLocked {
     fn take(database: &Database) -> MarksLocked {
-        let mut psql = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-d",
-                &database.name,
-                "-X",
-                "-q",
-            ])
+        let mut psql = psql_command(&database.name)
+            .arg("-q")
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -449,14 +427,7 @@ fn two_instances_relay_one_at_a_time_and_the_other_takes_over_when_it_is_killed(
     assert!(eventually(60, || shop.outbox_is_empty()));
     let streams = stored_streams(&database);
     assert_eq!(total(&streams), 20_000);
-    let complete = reader.read_until(90, |records| {
-        records
-            .iter()
-            .map(|r| r.header("ce_id"))
-            .collect::<std::collections::HashSet<_>>()
-            .len()
-            == 20_000
-    });
+    let complete = reader.read_distinct(90, EVENTS, 20_000);
     assert!(complete, "{} events", reader.first_of_each(EVENTS).len());
     assert_streams_complete_and_in_order(&reader, EVENTS, &streams);
 }
@@ -505,14 +476,7 @@ fn the_relay_rides_out_brokers_down_and_request_errors() {
         mock.broker_up(id).unwrap();
     }
     let streams = stored_streams(&database);
-    let complete = reader.read_until(90, |records| {
-        records
-            .iter()
-            .map(|r| r.header("ce_id"))
-            .collect::<std::collections::HashSet<_>>()
-            .len()
-            == 5_000
-    });
+    let complete = reader.read_distinct(90, EVENTS, 5_000);
     assert!(complete, "{} events", reader.first_of_each(EVENTS).len());
     assert_streams_complete_and_in_order(&reader, EVENTS, &streams);
 }
