@@ -34,6 +34,17 @@ pub struct Config {
     pub pos: PosConfig,
     pub uplink: crate::uplink::UplinkConfig,
     pub cloud: CloudConfig,
+    pub clock: ClockConfig,
+}
+
+/// When the box trusts its clock (section `[clock]`; see `crate::clock`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClockConfig {
+    /// `"ntp"` (systemd-timesyncd or another NTP client synchronised it), `"always"` (a
+    /// battery-backed clock, no network time), or the absolute path of a flag file that
+    /// exists once the clock is right.
+    pub trusted_when: crate::clock::TrustedWhen,
 }
 
 /// The cloud's provisioning API, which a blank box is claimed through (section `[cloud]`).
@@ -138,6 +149,7 @@ impl Default for Config {
             pos: PosConfig::default(),
             uplink: crate::uplink::UplinkConfig::default(),
             cloud: CloudConfig::default(),
+            clock: ClockConfig::default(),
         }
     }
 }
@@ -224,6 +236,14 @@ impl Config {
         }
         if !(self.scanner.replay_speed >= 0.0 && self.scanner.replay_speed.is_finite()) {
             bail!("scanner.replay_speed must be 0 (as fast as possible) or a positive number");
+        }
+        if let crate::clock::TrustedWhen::File(path) = &self.clock.trusted_when
+            && !path.is_absolute()
+        {
+            bail!(
+                "clock.trusted_when must be \"ntp\", \"always\" or the absolute path of a flag file, not {:?}",
+                path.display().to_string()
+            );
         }
         if self.retention_days == 0 || self.pos.device_idle_days == 0 {
             bail!("retention_days and pos.device_idle_days must be at least 1");

@@ -21,8 +21,8 @@ use crate::identity::IdentityFile;
 use crate::pipeline::{Advertisement, Pipeline, PipelineStats};
 use crate::pos::{self, EventHub, Health};
 use crate::simulate::Simulation;
-use crate::store::Store;
-use crate::{Millis, now_ms, scan};
+use crate::store::{StopClock, Store};
+use crate::{Millis, clock, now_ms, scan};
 
 /// Where advertisements come from for one run.
 pub enum Source {
@@ -75,6 +75,41 @@ async fn watchdog_due(watchdog: &mut Option<tokio::time::Interval>) {
     }
 }
 
+/// Starts the box's clocks: on the system clock if it is synchronised, on a provisional
+/// timeline (kept in the store, so a restart in the same boot goes on with it) if not. A
+/// provisional run of this boot before a synchronised start is corrected first.
+fn start_clock(store: &mut Store, trusted: bool) -> anyhow::Result<()> {
+    let (anchor, boot, system) = (store.clock_anchor()?, clock::boot_ms(), clock::system_ms());
+    if trusted {
+        clock::start_trusted();
+        if let Some(anchor) = anchor {
+            match clock::correction_at_start(anchor, system, boot) {
+                Some(correction) => correct_stored_times(store, correction),
+                None => store.clear_clock_anchor()?,
+            }
+        }
+    } else {
+        let provisional = clock::Provisional::plan(anchor, store.latest_stamp()?, system, boot);
+        clock::start_provisional(provisional);
+        store.set_clock_anchor(provisional.anchor(boot))?;
+    }
+    Ok(())
+}
+
+/// The time the pipeline runs on: steady time for a live source (durations never jump with
+/// the wall clock), the file's own times for a replay (passed with each advertisement).
+fn pipeline_now(live: bool) -> Millis {
+    if live { clock::steady_ms() } else { now_ms() }
+}
+
+/// What the store thread does, in order.
+enum StoreWork {
+    /// An event, its times on the pipeline's clock.
+    Record(PresenceEvent),
+    /// The clock synchronised: correct this run's provisional stamps, then trust it.
+    CorrectTimes(clock::Correction),
+}
+
 /// Called on the store thread for every event, after it is stored (the demo prints here).
 pub type EventHook = Box<dyn FnMut(&Store, &PresenceEvent) + Send>;
 
@@ -97,15 +132,27 @@ pub async fn run(
     listening: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
 ) -> anyhow::Result<PipelineStats> {
     let mut store = Store::open(&config.database)?;
+    let live = source.is_live();
+    // A live box's clock first: a Raspberry Pi may have booted at a stale time, and network
+    // time may step it later (see `crate::clock`). A replay runs on its file's times.
+    let (corrections_tx, mut corrections) = mpsc::unbounded_channel();
+    if live {
+        let when = config.clock.trusted_when.clone();
+        let (trust, trusted) = tokio::task::spawn_blocking(move || clock::Trust::new(when)).await?;
+        start_clock(&mut store, trusted)?;
+        if !trusted {
+            tracing::warn!(
+                "the clock is not synchronised: visits get provisional times (after the last \
+                 known one), corrected and sent to the cloud once network time arrives"
+            );
+            trust.watch(corrections_tx);
+        }
+    }
     // After a clean stop moments ago (an upgrade, a restart), the customers still in the shop
     // keep their visits and are not announced again; anything else left open is closed.
-    let (resumable, stopped_at) =
-        store.take_resumable_visits(now_ms(), config.presence.absence_ms)?;
-    let resumed = if source.is_live() {
-        resumable
-    } else {
-        Vec::new()
-    };
+    let (resumable, since_stop) =
+        store.take_resumable_visits(StopClock::now(), config.presence.absence_ms)?;
+    let resumed = if live { resumable } else { Vec::new() };
     let interrupted = store.close_interrupted_visits(&resumed)?;
     if !resumed.is_empty() {
         tracing::info!(
@@ -132,9 +179,9 @@ pub async fn run(
         snapshot,
         config.presence.clone(),
         config.eid.tolerance_windows,
-        now_ms(),
+        pipeline_now(live),
     );
-    pipeline.resume(&resumed, stopped_at);
+    pipeline.resume(&resumed, pipeline_now(live).saturating_sub(since_stop));
     let (tags, eid_tags) = pipeline.index().counts();
     tracing::info!(tags, eid_tags, "customer index loaded");
 
@@ -145,6 +192,7 @@ pub async fn run(
         pipeline: PipelineStats::default(),
         cloud_sync: "not configured".into(),
         storage: "ok".into(),
+        clock: clock::describe(),
     });
     let identity = Arc::new(IdentityFile::open(&config.identity_path())?);
     let box_id = identity.get().box_id;
@@ -189,11 +237,10 @@ pub async fn run(
         }))
     };
 
-    let live = source.is_live();
     let (ad_tx, mut ad_rx) = mpsc::channel::<Advertisement>(CHANNEL_CAPACITY);
     let source_task = tokio::spawn(run_source(source, ad_tx, shutdown.clone()));
 
-    let (event_tx, event_rx) = std::sync::mpsc::channel::<PresenceEvent>();
+    let (event_tx, event_rx) = std::sync::mpsc::channel::<StoreWork>();
     store.limit_size(config.database_max_mb)?;
     let (storage_tx, storage_rx) = watch::channel(String::from("ok"));
     let store_thread = std::thread::Builder::new()
@@ -235,7 +282,9 @@ pub async fn run(
                 pipeline.process(&ad, &mut events);
             }
             _ = tick.tick(), if live => {
-                pipeline.tick(now_ms(), &mut events);
+                clock::follow_system();
+                pipeline.set_wall_offset(clock::correction_ms());
+                pipeline.tick(clock::steady_ms(), &mut events);
                 health_tx.send_modify(|h| h.pipeline = pipeline.stats());
             }
             _ = health_report.tick(), if live => {
@@ -252,14 +301,22 @@ pub async fn run(
                     h.pipeline = pipeline.stats();
                     h.cloud_sync = sync_rx.borrow().clone();
                     h.storage = storage_rx.borrow().clone();
+                    h.clock = clock::describe();
                 });
                 reload_index(&mut reader, &mut pipeline, last_at.filter(|_| !live)).await?;
+            }
+            Some(correction) = corrections.recv() => {
+                // In order with the events: those already queued are stamped provisionally
+                // and corrected with the rest; the store thread then trusts the clock.
+                event_tx.send(StoreWork::CorrectTimes(correction)).context("the store thread stopped")?;
             }
             _ = shutdown.changed() => break,
         }
         for event in events.drain(..) {
             log_event(&event);
-            event_tx.send(event).context("the store thread stopped")?;
+            event_tx
+                .send(StoreWork::Record(event))
+                .context("the store thread stopped")?;
         }
     }
     if !live {
@@ -269,9 +326,12 @@ pub async fn run(
         }
         for event in events.drain(..) {
             log_event(&event);
-            event_tx.send(event).context("the store thread stopped")?;
+            event_tx
+                .send(StoreWork::Record(event))
+                .context("the store thread stopped")?;
         }
     }
+    drop(corrections);
     if *shutdown.borrow() {
         let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
         health_tx.send_modify(|h| {
@@ -292,7 +352,7 @@ pub async fn run(
         let stopped = health_store
             .lock()
             .expect("health store")
-            .record_clean_stop(now_ms());
+            .record_clean_stop(StopClock::now());
         if let Err(e) = stopped {
             tracing::warn!(
                 "cannot note the clean stop (visits will be closed at the next start): {e:#}"
@@ -374,7 +434,7 @@ async fn reload_index(
     replay_clock: Option<Millis>,
 ) -> anyhow::Result<()> {
     if let Some(snapshot) = reader.changed_snapshot().await? {
-        pipeline.apply_snapshot(snapshot, replay_clock.unwrap_or_else(now_ms));
+        pipeline.apply_snapshot(snapshot, replay_clock.unwrap_or_else(clock::steady_ms));
         let (tags, eid_tags) = pipeline.index().counts();
         tracing::info!(tags, eid_tags, "customer index reloaded");
     }
@@ -412,13 +472,13 @@ async fn run_source(
         Source::Simulated(mut sim) => {
             let mut shutdown = shutdown;
             let mut step = tokio::time::interval(Duration::from_millis(100));
-            let mut from = now_ms();
+            let mut from = clock::steady_ms();
             loop {
                 tokio::select! {
                     _ = step.tick() => {}
                     _ = shutdown.changed() => return Ok(()),
                 }
-                let to = now_ms();
+                let to = clock::steady_ms();
                 for ad in sim.advertisements_between(from, to) {
                     if tx.send(ad).await.is_err() {
                         return Ok(());
@@ -436,13 +496,22 @@ async fn run_source(
 /// counted and shown on the owner page, and nothing already stored is touched.
 fn record_events(
     mut store: Store,
-    events: std::sync::mpsc::Receiver<PresenceEvent>,
+    work: std::sync::mpsc::Receiver<StoreWork>,
     hub: EventHub,
     storage: watch::Sender<String>,
     mut hook: Option<EventHook>,
 ) -> anyhow::Result<()> {
     let mut unrecorded: u64 = 0;
-    for event in events {
+    for work in work {
+        let mut event = match work {
+            StoreWork::Record(event) => event,
+            StoreWork::CorrectTimes(correction) => {
+                correct_times(&mut store, correction);
+                continue;
+            }
+        };
+        // Steady time to wall time (zero for a replay).
+        event.shift(clock::correction_ms());
         match record(&mut store, &event) {
             Ok(()) => {
                 if matches!(event, PresenceEvent::CustomerArrived(_)) {
@@ -468,6 +537,31 @@ fn record_events(
         }
     }
     Ok(())
+}
+
+/// Rewrites this run's provisional stamps once the clock is synchronised, then trusts it.
+fn correct_times(store: &mut Store, correction: clock::Correction) {
+    correct_stored_times(store, correction);
+    clock::apply(correction);
+}
+
+/// Moves provisional stamps by a correction. A failure (a full disk) leaves them as they
+/// were, which is logged: nothing is lost.
+fn correct_stored_times(store: &mut Store, correction: clock::Correction) {
+    match store.correct_times(correction) {
+        Ok(rows) => tracing::info!(
+            rows,
+            moved_by_s = correction.delta_ms / 1000,
+            "the clock is synchronised: provisional times corrected"
+        ),
+        Err(e) => {
+            tracing::error!(
+                "the clock is synchronised, but provisional times stay as they were: {e:#}"
+            );
+            // Not to be corrected twice later: those times now go out as they are.
+            let _ = store.clear_clock_anchor();
+        }
+    }
 }
 
 /// Sends an event to the tablets: arrivals as full alerts, departures by visit id.

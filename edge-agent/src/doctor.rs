@@ -14,10 +14,8 @@ use tastesync_shared::days;
 use crate::config::{Config, SourceKind};
 use crate::identity::IdentityFile;
 use crate::uplink::{BrokerProbe, probe_broker};
-use crate::{Millis, now_ms};
+use crate::{Millis, clock, now_ms};
 
-/// This release's date: a clock before it has never been set.
-const RELEASED: (i64, i64, i64) = (2026, 12, 4);
 /// How long the daemon may hear nothing before it is worth a look.
 const SILENCE_SECS: u64 = 300;
 /// How long events may wait for the cloud before the sync is worth a look.
@@ -87,7 +85,7 @@ pub async fn examine(config_path: Option<&Path>, min_free_mb: u64) -> Vec<Check>
         "config",
         format!("database {}", config.database.display()),
     )];
-    checks.push(clock());
+    checks.push(clock(&config));
     checks.push(bluetooth(&config));
     checks.push(database(&config));
     checks.push(disk(&config, min_free_mb));
@@ -99,46 +97,34 @@ pub async fn examine(config_path: Option<&Path>, min_free_mb: u64) -> Vec<Check>
     checks
 }
 
-fn clock() -> Check {
-    let (y, m, d) = RELEASED;
-    let released_ms = days::days_from_civil(y, m, d) as u64 * 86_400_000;
+fn clock(config: &Config) -> Check {
+    let (y, m, d) = clock::RELEASED;
     let now = now_ms();
-    if now < released_ms {
+    if now < clock::released_ms() {
         return Check::fail(
             "clock",
             format!(
                 "the clock says {}, before this release ({y}-{m:02}-{d:02}): it was never set",
                 days::format_day((now / 86_400_000) as i64)
             ),
-            "let the box reach an NTP server (timedatectl timesync-status); until then visits are stamped with a wrong time",
+            "let the box reach an NTP server (UDP port 123; timedatectl timesync-status); until \
+             then visits get provisional times and wait to be sent",
         );
     }
-    match synchronised() {
-        Some(true) => Check::ok("clock", "synchronised (NTP)"),
+    match config.clock.trusted_when.synchronised() {
+        Some(true) => Check::ok("clock", "synchronised"),
         Some(false) => Check::warn(
             "clock",
-            "not synchronised with network time yet",
-            "check the network and `timedatectl timesync-status`; a Raspberry Pi has no clock of its own",
+            "not synchronised with network time yet: visits get provisional times and wait to be sent",
+            "let the box reach an NTP server (UDP port 123; timedatectl timesync-status); a \
+             Raspberry Pi has no clock of its own",
         ),
         None => Check::warn(
             "clock",
-            "cannot tell whether the clock is synchronised (no timedatectl, no systemd-timesyncd)",
+            "cannot tell whether the clock is synchronised (no systemd-timesyncd, no systemd-timedated)",
             "install systemd-timesyncd or chrony",
         ),
     }
-}
-
-/// systemd's view: `timedatectl`, or systemd-timesyncd's flag file.
-fn synchronised() -> Option<bool> {
-    let output = std::process::Command::new("timedatectl")
-        .args(["show", "--property=NTPSynchronized", "--value"])
-        .output();
-    if let Some(output) = output.ok().filter(|o| o.status.success()) {
-        return Some(String::from_utf8_lossy(&output.stdout).trim() == "yes");
-    }
-    Path::new("/run/systemd/timesync/synchronized")
-        .exists()
-        .then_some(true)
 }
 
 fn bluetooth(config: &Config) -> Check {

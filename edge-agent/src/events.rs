@@ -37,6 +37,18 @@ pub enum PresenceEvent {
 }
 
 impl PresenceEvent {
+    /// Moves the event's times by `ms` (from the pipeline's steady time to wall time).
+    pub fn shift(&mut self, ms: i64) {
+        let by = |t: &mut Millis| *t = t.saturating_add_signed(ms);
+        match self {
+            PresenceEvent::CustomerArrived(e) => by(&mut e.arrived_at_ms),
+            PresenceEvent::CustomerLeft(e) => {
+                by(&mut e.arrived_at_ms);
+                by(&mut e.left_at_ms);
+            }
+        }
+    }
+
     pub fn customer(&self) -> CustomerId {
         match self {
             PresenceEvent::CustomerArrived(e) => e.customer,

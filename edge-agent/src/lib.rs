@@ -8,6 +8,7 @@
 //! `resolve`, `presence` and `pipeline` are the synchronous domain core: no I/O, no async,
 //! tested and benchmarked without a runtime. `scan`, `store` and `daemon` are the adapters.
 
+pub mod clock;
 pub mod config;
 pub mod daemon;
 pub mod demo;
@@ -28,10 +29,8 @@ pub mod uplink;
 /// Milliseconds since the Unix epoch: the one clock unit of the pipeline.
 pub type Millis = u64;
 
-/// The wall clock, in [`Millis`].
+/// Wall time for durable stamps, in [`Millis`]: the system clock once it is synchronised,
+/// a provisional time until then (see [`clock`]). Durations use [`clock::steady_ms`].
 pub fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
+    clock::now_ms()
 }

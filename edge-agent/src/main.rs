@@ -471,7 +471,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
         }
         Command::Outbox { db, limit } => {
             let store = open_store(&db)?;
-            for row in store.outbox(0, limit)? {
+            for row in store.outbox(0, limit, u64::MAX)? {
                 println!("{}", serde_json::to_string(&row)?);
             }
         }

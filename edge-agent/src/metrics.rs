@@ -156,6 +156,11 @@ pub fn render(now: &Now) -> anyhow::Result<String> {
         last,
     );
     registry.register(
+        "clock_synchronised",
+        "1 once the system clock is synchronised; 0 while visits get provisional times",
+        ConstGauge::new(i64::from(now.health.clock == "synchronised")),
+    );
+    registry.register(
         "scanner_running",
         "1 while the scanner runs",
         ConstGauge::new(i64::from(now.health.scanner_running)),

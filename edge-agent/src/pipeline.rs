@@ -45,6 +45,8 @@ pub struct Pipeline {
     tracker: PresenceTracker,
     stats: PipelineStats,
     next_tick: Millis,
+    /// Wall time minus pipeline time, for the EID windows (see `crate::clock`).
+    wall_offset_ms: i64,
 }
 
 impl Pipeline {
@@ -59,6 +61,7 @@ impl Pipeline {
             tracker: PresenceTracker::new(presence),
             stats: PipelineStats::default(),
             next_tick: now_ms + TICK_MS,
+            wall_offset_ms: 0,
         }
     }
 
@@ -93,17 +96,32 @@ impl Pipeline {
     /// Ends visits of absent customers and rolls the EID table to `now_ms`.
     pub fn tick(&mut self, now_ms: Millis, out: &mut Vec<PresenceEvent>) {
         self.next_tick = now_ms + TICK_MS;
-        self.index.advance_to(eid_clock(now_ms));
+        self.index
+            .advance_to(eid_clock(now_ms.saturating_add_signed(self.wall_offset_ms)));
         out.extend(self.tracker.tick(now_ms));
     }
 
     /// Swaps in a new view of the enrolled customers (after an import or a sync).
     pub fn apply_snapshot(&mut self, snapshot: IndexSnapshot, now_ms: Millis) {
-        self.index.apply(snapshot, eid_clock(now_ms));
+        let wall = now_ms.saturating_add_signed(self.wall_offset_ms);
+        self.index.apply(snapshot, eid_clock(wall));
     }
 
+    /// Sets wall time minus pipeline time: a live box's pipeline runs on steady time, while
+    /// tags' EIDs follow the wall clock.
+    pub fn set_wall_offset(&mut self, offset_ms: i64) {
+        self.wall_offset_ms = offset_ms;
+    }
+
+    /// The counters, the last advertisement's time in wall time.
     pub fn stats(&self) -> PipelineStats {
-        self.stats
+        PipelineStats {
+            last_advertisement_ms: self
+                .stats
+                .last_advertisement_ms
+                .map(|at| at.saturating_add_signed(self.wall_offset_ms)),
+            ..self.stats
+        }
     }
 
     pub fn index(&self) -> &CustomerIndex {

@@ -526,7 +526,10 @@ async fn send_window(
 ) -> anyhow::Result<()> {
     while stream.sent - stream.acked < window {
         let (after, limit) = (stream.sent, uplink.batch_size);
-        let rows = on_store(store, move |s| s.outbox(after, limit)).await?;
+        let rows = on_store(store, move |s| {
+            s.outbox(after, limit, crate::clock::held_from())
+        })
+        .await?;
         if rows.is_empty() {
             break;
         }
@@ -781,7 +784,7 @@ mod tests {
         let seqs: Vec<i64> = store
             .lock()
             .unwrap()
-            .outbox(0, 100)
+            .outbox(0, 100, u64::MAX)
             .unwrap()
             .iter()
             .map(|row| row.seq)
@@ -794,7 +797,7 @@ mod tests {
             .record_health(11, &serde_json::json!({}))
             .unwrap();
         assert_eq!(
-            store.lock().unwrap().outbox(4, 10).unwrap()[0].seq,
+            store.lock().unwrap().outbox(4, 10, u64::MAX).unwrap()[0].seq,
             5,
             "new events continue the new numbering"
         );

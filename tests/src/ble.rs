@@ -97,8 +97,19 @@ impl Daemon {
 
     /// With another `tastesync-edge` binary (a previous release's).
     pub fn start_binary(binary: &std::path::Path, config: &std::path::Path, bus: &str) -> Daemon {
+        Daemon::start_with_env(binary, config, bus, &[])
+    }
+
+    /// With more environment variables (a faked clock).
+    pub fn start_with_env(
+        binary: &std::path::Path,
+        config: &std::path::Path,
+        bus: &str,
+        env: &[(String, String)],
+    ) -> Daemon {
         let mut child = Command::new(binary)
             .args(["run", "--config", config.to_str().unwrap()])
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("DBUS_SYSTEM_BUS_ADDRESS", bus)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")

@@ -22,6 +22,8 @@ pub struct PosBox {
     pub daemon: Option<Daemon>,
     pub base: String,
     pub http: reqwest::blocking::Client,
+    /// The daemon's extra environment, kept for restarts.
+    env: Vec<(String, String)>,
 }
 
 impl PosBox {
@@ -56,7 +58,23 @@ impl PosBox {
     /// `top` goes before the sections, `pos` at the end of `[pos]` (further sections may
     /// follow it).
     fn start_configured(top: &str, listen: &str, pos: &str) -> PosBox {
-        let shop = Shop::new();
+        PosBox::start_in(Shop::new(), top, listen, pos, Vec::new())
+    }
+
+    /// In `shop` (its files may be named in the config), with POS on loopback, more config
+    /// (as for [`start_configured`](Self::start_configured)) and the daemon's extra
+    /// environment.
+    pub fn start_custom(shop: Shop, top: &str, pos: &str, env: Vec<(String, String)>) -> PosBox {
+        PosBox::start_in(shop, top, "127.0.0.1:0", pos, env)
+    }
+
+    fn start_in(
+        shop: Shop,
+        top: &str,
+        listen: &str,
+        pos: &str,
+        env: Vec<(String, String)>,
+    ) -> PosBox {
         shop.import_customers(CUSTOMERS);
         let config = shop.write(
             "edge.toml",
@@ -66,7 +84,7 @@ impl PosBox {
             ),
         );
         let mut mock = MockBluez::start(&[]);
-        let (daemon, base) = start_daemon(&config, &mock.bus);
+        let (daemon, base) = start_daemon(&config, &mock.bus, &env);
         for minor in 1..=4 {
             mock.send(serde_json::json!({"cmd": "add_device", "mac": mac(minor), "name": "tag"}));
         }
@@ -76,6 +94,7 @@ impl PosBox {
             daemon: Some(daemon),
             base,
             http: crate::http(),
+            env,
         }
     }
 
@@ -84,7 +103,8 @@ impl PosBox {
     pub fn restart(&mut self) {
         let daemon = self.daemon.take().expect("the daemon runs");
         assert!(daemon.terminate(), "a clean stop");
-        let (daemon, base) = start_daemon(&self.shop.dir.path().join("edge.toml"), &self.mock.bus);
+        let config = self.shop.dir.path().join("edge.toml");
+        let (daemon, base) = start_daemon(&config, &self.mock.bus, &self.env);
         self.daemon = Some(daemon);
         self.base = base;
     }
@@ -117,6 +137,19 @@ impl PosBox {
     /// Sets the owner's PIN (first use) and returns the owner's session token.
     pub fn owner_session(&self, pin: &str) -> String {
         PosBox::owner_session_at(&self.base, pin)
+    }
+
+    /// Logs the owner in with the PIN set before; returns the session token.
+    pub fn owner_login(&self, pin: &str) -> String {
+        let response = self
+            .http
+            .post(self.url("/api/owner/login"))
+            .json(&serde_json::json!({"pin": pin}))
+            .send()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().unwrap();
+        body["token"].as_str().unwrap().to_string()
     }
 
     /// Sets the owner's PIN through the POS at `base` (from this machine itself, where no
@@ -239,8 +272,8 @@ impl Drop for PosBox {
 
 /// Starts the daemon on `config` and waits until its POS listens and its scanner runs;
 /// returns it and the POS's base URL.
-fn start_daemon(config: &std::path::Path, bus: &str) -> (Daemon, String) {
-    let daemon = Daemon::start(config, bus);
+fn start_daemon(config: &std::path::Path, bus: &str, env: &[(String, String)]) -> (Daemon, String) {
+    let daemon = Daemon::start_with_env(&crate::bin("tastesync-edge"), config, bus, env);
     let log = daemon.wait_for_log("POS listening on ");
     let base = log
         .last()

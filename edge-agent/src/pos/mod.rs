@@ -38,6 +38,8 @@ pub struct Health {
     pub cloud_sync: String,
     /// `ok`, or why events cannot be recorded (a full disk).
     pub storage: String,
+    /// `synchronised`, or why times are provisional (see `crate::clock`).
+    pub clock: String,
 }
 
 /// Shared by every request.

@@ -25,7 +25,6 @@ use uuid::Uuid;
 
 use super::Advertisement;
 use crate::config::ScannerConfig;
-use crate::now_ms;
 
 /// The Bluetooth base UUID: 16-bit service UUIDs are `0000xxxx-0000-1000-8000-00805f9b34fb`.
 const BASE_UUID_MASK: u128 = !(0xffff_u128 << 96);
@@ -249,7 +248,7 @@ async fn handle_event(
                 return None;
             }
             return Some(Advertisement {
-                at_ms: now_ms(),
+                at_ms: crate::clock::steady_ms(),
                 address: device.address,
                 rssi: device.rssi?,
                 data: device.advertising_data(),
@@ -272,7 +271,7 @@ async fn handle_event(
     }
     device.last_heard = Instant::now();
     Some(Advertisement {
-        at_ms: now_ms(),
+        at_ms: crate::clock::steady_ms(),
         address: device.address,
         rssi: device.rssi?,
         data: device.advertising_data(),

@@ -148,6 +148,13 @@ const MIGRATIONS: &[&str] = &[
     // 7: when the daemon last stopped cleanly (consumed by the next start, which resumes the
     // visits still open if it was recent).
     "ALTER TABLE meta ADD COLUMN stopped_at_ms INTEGER;",
+    // 8: the clock (see `crate::clock`). The clean stop's time since boot, so a restart in
+    // the same boot knows how long it was stopped when the wall clock cannot be trusted; and
+    // while it cannot, where this boot's provisional timeline stands.
+    "ALTER TABLE meta ADD COLUMN stopped_boot_ms INTEGER;
+    ALTER TABLE meta ADD COLUMN provisional_since_ms INTEGER;
+    ALTER TABLE meta ADD COLUMN provisional_at_ms INTEGER;
+    ALTER TABLE meta ADD COLUMN provisional_boot_ms INTEGER;",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction. The

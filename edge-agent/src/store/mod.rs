@@ -57,6 +57,33 @@ pub struct Customer {
     pub eid_exponent: Option<u8>,
 }
 
+fn forget_clock_anchor(conn: &Connection) -> anyhow::Result<()> {
+    conn.execute(
+        "UPDATE meta SET provisional_since_ms = NULL, provisional_at_ms = NULL, provisional_boot_ms = NULL",
+        [],
+    )?;
+    Ok(())
+}
+
+/// The clocks at a clean stop or a start (see [`Store::take_resumable_visits`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StopClock {
+    pub wall_ms: Millis,
+    pub wall_trusted: bool,
+    /// Time since boot (`crate::clock::boot_ms`).
+    pub boot_ms: Millis,
+}
+
+impl StopClock {
+    pub fn now() -> StopClock {
+        StopClock {
+            wall_ms: crate::clock::now_ms(),
+            wall_trusted: crate::clock::is_trusted(),
+            boot_ms: crate::clock::boot_ms(),
+        }
+    }
+}
+
 /// A visit, open (no `left_at_ms`) or closed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Visit {
@@ -249,26 +276,42 @@ impl Store {
     }
 
     /// Notes that the daemon stops cleanly now, its open visits left open for the next start.
-    pub fn record_clean_stop(&mut self, at: Millis) -> anyhow::Result<()> {
-        self.conn
-            .execute("UPDATE meta SET stopped_at_ms = ?1", [at])?;
+    pub fn record_clean_stop(&mut self, now: StopClock) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE meta SET stopped_at_ms = ?1, stopped_boot_ms = ?2",
+            [now.wall_ms, now.boot_ms],
+        )?;
         Ok(())
     }
 
     /// The visits to resume at start: those left open by a clean stop at most `within_ms`
-    /// before `now` (the customer may still be in the shop), with the stop's time. The stop
+    /// ago (the customer may still be in the shop), with how long ago the stop was. The stop
     /// is forgotten either way, so a crash later never resumes anything.
+    ///
+    /// How long ago: by the time since boot if the stop was in this boot (a restart, an
+    /// upgrade), else by the wall clock if it can be trusted; otherwise nothing is resumed.
     pub fn take_resumable_visits(
         &mut self,
-        now: Millis,
+        now: StopClock,
         within_ms: Millis,
     ) -> anyhow::Result<(Vec<OpenVisit>, Millis)> {
         let tx = self.write()?;
-        let stopped: Option<Millis> =
-            tx.query_row("SELECT stopped_at_ms FROM meta", [], |r| r.get(0))?;
-        tx.execute("UPDATE meta SET stopped_at_ms = NULL", [])?;
-        let visits = match stopped {
-            Some(at) if at <= now && now - at <= within_ms => {
+        let (stopped_at, stopped_boot): (Option<Millis>, Option<Millis>) =
+            tx.query_row("SELECT stopped_at_ms, stopped_boot_ms FROM meta", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        tx.execute(
+            "UPDATE meta SET stopped_at_ms = NULL, stopped_boot_ms = NULL",
+            [],
+        )?;
+        let since_stop = match (stopped_at, stopped_boot) {
+            // A reboot starts the time since boot again from zero.
+            (_, Some(boot)) if boot <= now.boot_ms => Some(now.boot_ms - boot),
+            (Some(at), _) if now.wall_trusted && at <= now.wall_ms => Some(now.wall_ms - at),
+            _ => None,
+        };
+        let visits = match since_stop {
+            Some(ago) if ago <= within_ms => {
                 let mut stmt = tx.prepare(
                     "SELECT visit_id, customer_id, zone, arrived_at_ms FROM visits
                      WHERE left_at_ms IS NULL ORDER BY arrived_at_ms",
@@ -286,7 +329,97 @@ impl Store {
             _ => Vec::new(),
         };
         tx.commit()?;
-        Ok((visits, stopped.unwrap_or(now)))
+        Ok((visits, since_stop.unwrap_or(0)))
+    }
+
+    /// The latest wall time the store holds (visits, events, the last stop): a provisional
+    /// clock starts after it, so times never run backwards across restarts.
+    pub fn latest_stamp(&self) -> anyhow::Result<Millis> {
+        Ok(self.conn.query_row(
+            "SELECT max(
+                coalesce((SELECT max(arrived_at_ms) FROM visits), 0),
+                coalesce((SELECT max(left_at_ms) FROM visits), 0),
+                coalesce((SELECT max(at_ms) FROM outbox), 0),
+                coalesce((SELECT max(at_ms) FROM pos_events), 0),
+                coalesce((SELECT stopped_at_ms FROM meta), 0))",
+            [],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Moves every time stamped at or after `correction.since` (this run's provisional
+    /// times) by `correction.delta_ms`, in one transaction: visits, their orders, feedback and
+    /// acknowledgements, the tablets' log and devices, pairing codes, and the outbox's events
+    /// with the times in their bodies. Returns how many rows changed.
+    pub fn correct_times(&mut self, correction: crate::clock::Correction) -> anyhow::Result<usize> {
+        let (since, delta) = (correction.since as i64, correction.delta_ms);
+        let tx = self.write()?;
+        let mut changed = 0;
+        for (table, column) in [
+            ("visits", "arrived_at_ms"),
+            ("visits", "left_at_ms"),
+            ("pos_events", "at_ms"),
+            ("alert_acks", "at_ms"),
+            ("orders", "at_ms"),
+            ("feedback", "at_ms"),
+            ("pos_devices", "paired_at_ms"),
+            ("pos_devices", "last_used_ms"),
+            ("pos_devices", "revoked_at_ms"),
+            ("pairing_codes", "expires_at_ms"),
+        ] {
+            changed += tx.execute(
+                &format!("UPDATE {table} SET {column} = {column} + ?2 WHERE {column} >= ?1"),
+                params![since, delta],
+            )?;
+        }
+        // Events not yet sent (the uplink holds provisional ones back), times in bodies too.
+        for field in ["arrived_at_ms", "left_at_ms"] {
+            tx.execute(
+                &format!(
+                    "UPDATE outbox SET body = json_set(body, '$.{field}',
+                        json_extract(body, '$.{field}') + ?2)
+                     WHERE at_ms >= ?1 AND json_extract(body, '$.{field}') >= ?1"
+                ),
+                params![since, delta],
+            )?;
+        }
+        changed += tx.execute(
+            "UPDATE outbox SET at_ms = at_ms + ?2 WHERE at_ms >= ?1",
+            params![since, delta],
+        )?;
+        forget_clock_anchor(&tx)?;
+        tx.commit()?;
+        Ok(changed)
+    }
+
+    /// Where a provisional timeline of this boot stands (see `crate::clock::Anchor`).
+    pub fn clock_anchor(&self) -> anyhow::Result<Option<crate::clock::Anchor>> {
+        let row: (Option<Millis>, Option<Millis>, Option<Millis>) = self.conn.query_row(
+            "SELECT provisional_since_ms, provisional_at_ms, provisional_boot_ms FROM meta",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )?;
+        Ok(match row {
+            (Some(since_ms), Some(at_ms), Some(boot_ms)) => Some(crate::clock::Anchor {
+                since_ms,
+                at_ms,
+                boot_ms,
+            }),
+            _ => None,
+        })
+    }
+
+    pub fn set_clock_anchor(&mut self, anchor: crate::clock::Anchor) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE meta SET provisional_since_ms = ?1, provisional_at_ms = ?2, provisional_boot_ms = ?3",
+            [anchor.since_ms, anchor.at_ms, anchor.boot_ms],
+        )?;
+        Ok(())
+    }
+
+    /// The clock is trusted again and nothing is left to correct.
+    pub fn clear_clock_anchor(&mut self) -> anyhow::Result<()> {
+        forget_clock_anchor(&self.conn)
     }
 
     /// Closes visits a crash or power cut left open (their dwell is unknown), each with a

@@ -77,12 +77,26 @@ pub(super) fn customer_ref_of_visit(conn: &Connection, visit_id: &str) -> anyhow
 }
 
 impl Store {
-    /// Pending events after `after_seq`, oldest first.
-    pub fn outbox(&self, after_seq: i64, limit: usize) -> anyhow::Result<Vec<OutboxRow>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, event_id, kind, at_ms, body FROM outbox WHERE seq > ?1 ORDER BY seq LIMIT ?2",
-        )?;
-        let rows = stmt.query_map(params![after_seq, limit as i64], |r| {
+    /// Pending events after `after_seq`, oldest first, up to the first stamped at or after
+    /// `held_from` (a provisional time, see `crate::clock`; `Millis::MAX`: none held).
+    pub fn outbox(
+        &self,
+        after_seq: i64,
+        limit: usize,
+        held_from: Millis,
+    ) -> anyhow::Result<Vec<OutboxRow>> {
+        // While nothing is held (the common case) the query stays a range read of the key.
+        let held_from = held_from.min(i64::MAX as Millis) as i64;
+        let mut stmt = self.conn.prepare_cached(if held_from == i64::MAX {
+            "SELECT seq, event_id, kind, at_ms, body FROM outbox WHERE seq > ?1 AND ?3 = ?3
+             ORDER BY seq LIMIT ?2"
+        } else {
+            "SELECT seq, event_id, kind, at_ms, body FROM outbox WHERE seq > ?1
+             AND seq < coalesce((SELECT min(seq) FROM outbox WHERE seq > ?1 AND at_ms >= ?3),
+                                9223372036854775807)
+             ORDER BY seq LIMIT ?2"
+        })?;
+        let rows = stmt.query_map(params![after_seq, limit as i64, held_from], |r| {
             let body: String = r.get(4)?;
             Ok(OutboxRow {
                 seq: r.get(0)?,

@@ -333,7 +333,7 @@ fn every_local_effect_writes_its_event_in_the_same_transaction_with_gap_free_seq
     };
     store.record_departure(&left).unwrap(); // already closed: no second departure
 
-    let events = store.outbox(0, 100).unwrap();
+    let events = store.outbox(0, 100, u64::MAX).unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
@@ -499,4 +499,138 @@ mod downlink {
         assert_eq!(store.visit_count(minji.id).unwrap(), 0);
         assert!(store.visits(10).unwrap().is_empty());
     }
+}
+
+/// A store with customer C1 and one visit of theirs, arrived at `at`; returns the visit.
+fn store_with_a_visit(dir: &tempfile::TempDir, at: Millis) -> (Store, CustomerArrived) {
+    let mut store = store(dir);
+    store
+        .import_customers(&csv(dir, "c.csv", "customer_ref,display_name\nC1,Minji\n"))
+        .unwrap();
+    let arrived = CustomerArrived {
+        visit_id: Uuid::now_v7(),
+        customer: store.customers().unwrap()[0].id,
+        zone: "counter".into(),
+        arrived_at_ms: at,
+    };
+    store.record_arrival(&arrived).unwrap();
+    (store, arrived)
+}
+
+#[test]
+fn provisional_times_are_held_back_then_corrected_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    // One visit from before (trusted), then this run's, stamped provisionally from 5000.
+    let (mut store, before) = store_with_a_visit(&dir, 1000);
+    let arrived = CustomerArrived {
+        visit_id: Uuid::now_v7(),
+        arrived_at_ms: 6000,
+        ..before.clone()
+    };
+    store.record_arrival(&arrived).unwrap();
+    let left = CustomerLeft {
+        visit_id: arrived.visit_id,
+        customer: arrived.customer,
+        zone: "counter".into(),
+        arrived_at_ms: 6000,
+        left_at_ms: 9000,
+        dwell_s: 3,
+    };
+    store.record_departure(&left).unwrap();
+    assert_eq!(store.latest_stamp().unwrap(), 9000);
+
+    // Held: only what came before the first provisional event goes out.
+    let sendable = store.outbox(0, 100, 5000).unwrap();
+    assert_eq!(sendable.len(), 1, "{sendable:?}");
+    assert_eq!(sendable[0].at_ms, 1000);
+
+    let hours = 3 * 3_600_000;
+    let correction = crate::clock::Correction {
+        since: 5000,
+        delta_ms: hours,
+    };
+    assert!(store.correct_times(correction).unwrap() >= 4);
+    let events = store.outbox(0, 100, u64::MAX).unwrap();
+    let times: Vec<_> = events.iter().map(|e| e.at_ms).collect();
+    assert_eq!(times, [1000, 6000 + hours as u64, 9000 + hours as u64]);
+    assert_eq!(events[2].body["arrived_at_ms"], 6000 + hours);
+    assert_eq!(events[2].body["left_at_ms"], 9000 + hours);
+    let visits = store.visits(10).unwrap();
+    let corrected = visits
+        .iter()
+        .find(|v| v.visit_id == arrived.visit_id.to_string())
+        .unwrap();
+    assert_eq!(corrected.arrived_at_ms, 6000 + hours as u64);
+    assert_eq!(corrected.left_at_ms, Some(9000 + hours as u64));
+    let earlier = visits
+        .iter()
+        .find(|v| v.visit_id == before.visit_id.to_string())
+        .unwrap();
+    assert_eq!(earlier.arrived_at_ms, 1000, "a trusted time is left alone");
+}
+
+#[test]
+fn a_restart_in_the_same_boot_resumes_by_boot_time_whatever_the_wall_clock_says() {
+    let dir = tempfile::tempdir().unwrap();
+    let absence = 60_000;
+    let stop = |store: &mut Store, wall_ms, boot_ms| {
+        store
+            .record_clean_stop(StopClock {
+                wall_ms,
+                wall_trusted: false,
+                boot_ms,
+            })
+            .unwrap();
+    };
+    let (mut store, _) = store_with_a_visit(&dir, 1000);
+    // Stopped at boot time 500 s; started 10 s later, the wall clock off by years.
+    stop(&mut store, 2000, 500_000);
+    let later = StopClock {
+        wall_ms: 90_000_000_000,
+        wall_trusted: false,
+        boot_ms: 510_000,
+    };
+    let (visits, ago) = store.take_resumable_visits(later, absence).unwrap();
+    assert_eq!((visits.len(), ago), (1, 10_000));
+
+    // A reboot (boot time back near zero) with an untrusted clock: nothing is resumed.
+    stop(&mut store, 2000, 500_000);
+    let rebooted = StopClock {
+        wall_ms: 2500,
+        wall_trusted: false,
+        boot_ms: 20_000,
+    };
+    assert!(
+        store
+            .take_resumable_visits(rebooted, absence)
+            .unwrap()
+            .0
+            .is_empty()
+    );
+    // The same reboot with a trusted clock goes by the wall clock.
+    stop(&mut store, 2000, 500_000);
+    let trusted = StopClock {
+        wall_trusted: true,
+        ..rebooted
+    };
+    assert_eq!(
+        store
+            .take_resumable_visits(trusted, absence)
+            .unwrap()
+            .0
+            .len(),
+        1
+    );
+    // Too long ago by boot time.
+    stop(&mut store, 2000, 500_000);
+    let (visits, _) = store
+        .take_resumable_visits(
+            StopClock {
+                boot_ms: 500_000 + absence + 1,
+                ..later
+            },
+            absence,
+        )
+        .unwrap();
+    assert!(visits.is_empty());
 }

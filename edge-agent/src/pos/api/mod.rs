@@ -28,6 +28,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
 use super::{Health, PosState, auth};
+use crate::clock::steady_ms;
 use crate::now_ms;
 use crate::pipeline::PipelineStats;
 use crate::store::{Alert, Device, DeviceAuth, Failure, OwnerSummary, Store};
@@ -259,7 +260,7 @@ impl FromRequestParts<AppState> for StreamDevice {
                 .await
                 .map(|PairedDevice(device)| StreamDevice(device));
         };
-        let Some(device_id) = state.tickets.redeem(&ticket, now_ms()) else {
+        let Some(device_id) = state.tickets.redeem(&ticket, steady_ms()) else {
             return Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unknown, used or expired stream ticket; ask for a new one",
@@ -297,7 +298,7 @@ impl FromRequestParts<AppState> for Owner {
         };
         let token = bearer(parts).ok_or_else(refused)?;
         let pin = with_store(state, |s| Ok(s.owner_pin()?.map(|p| p.fingerprint()))).await?;
-        if state.owner.is_valid(&token, now_ms(), pin) {
+        if state.owner.is_valid(&token, steady_ms(), pin) {
             Ok(Owner)
         } else {
             Err(refused())
@@ -309,7 +310,7 @@ impl FromRequestParts<AppState> for Owner {
 /// `Retry-After`.
 fn begin(limiter: &auth::FailureLimiter, peer: SocketAddr) -> Result<auth::Attempt<'_>, ApiError> {
     limiter
-        .begin(peer.ip(), now_ms())
+        .begin(peer.ip(), steady_ms())
         .map_err(|wait_ms| ApiError {
             retry_after_s: Some(wait_ms.div_ceil(1000)),
             ..ApiError::new(

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, AppState, ErrorBody, Owner, begin, with_store};
+use crate::clock::steady_ms;
 use crate::identity::Standing;
 use crate::now_ms;
 use crate::pos::{Health, PosState, auth};
@@ -145,7 +146,7 @@ pub(super) async fn owner_setup(
         return Err(already_set());
     }
     tracing::info!("the owner's PIN was set");
-    let token = state.owner.open(now_ms(), fingerprint);
+    let token = state.owner.open(steady_ms(), fingerprint);
     Ok((StatusCode::CREATED, Json(TokenResponse { token })))
 }
 
@@ -189,7 +190,7 @@ pub(super) async fn owner_login(
         }
     }
     Ok(Json(TokenResponse {
-        token: state.owner.open(now_ms(), fingerprint),
+        token: state.owner.open(steady_ms(), fingerprint),
     }))
 }
 
@@ -234,7 +235,7 @@ pub(super) async fn change_pin(
     }
     tracing::info!("the owner's PIN was changed");
     Ok(Json(TokenResponse {
-        token: state.owner.open(now_ms(), fingerprint),
+        token: state.owner.open(steady_ms(), fingerprint),
     }))
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 use utoipa::{IntoParams, ToSchema};
 
 use super::{ApiError, AppState, ErrorBody, PairedDevice, StreamDevice, begin, with_store};
+use crate::clock::steady_ms;
 use crate::now_ms;
 use crate::pos::auth;
 use crate::store::{ActionOutcome, Alert, Device, PosEvent, StaffAction};
@@ -142,7 +143,7 @@ pub(super) async fn stream_ticket(
     State(state): State<AppState>,
     PairedDevice(device): PairedDevice,
 ) -> (StatusCode, Json<StreamTicket>) {
-    let ticket = state.tickets.issue(device.id, now_ms());
+    let ticket = state.tickets.issue(device.id, steady_ms());
     (
         StatusCode::CREATED,
         Json(StreamTicket {

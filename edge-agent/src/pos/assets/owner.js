@@ -78,6 +78,7 @@ function render() {
       : ["setup", "revoked"].includes(overview.box.standing) ? t(`standing_${overview.box.standing}`)
       : h.cloud_sync],
     [t("storage"), h.storage === "ok" ? t("ok") : h.storage],
+    [t("clock"), t(h.clock === "synchronised" ? "clock_ok" : "clock_provisional")],
   ];
   document.getElementById("health").replaceChildren(...rows.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
   const b = overview.box;
