@@ -4,7 +4,8 @@
 # binaries, the real BLE stack against a mocked BlueZ on a private D-Bus, the POS pages in
 # headless Chromium, Mosquitto with dynamic security, the previous release's binaries for
 # the upgrade tests, strace, systemd-analyze and faketime for the units' sandbox and a
-# wrong clock, the arm64 cross toolchain, qemu-user and cargo-deb for the packages).
+# wrong clock, the arm64 cross toolchain, qemu-user and cargo-deb for the packages, and a
+# Debian VM under qemu-system for the packages on a real systemd).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,8 +16,11 @@ TASTESYNC_BLE_PYTHON="$(bash scripts/install-ble-mock.sh | tail -n 1)"
 bash scripts/install-browser.sh
 bash scripts/install-asyncapi.sh
 bash scripts/install-test-tools.sh
-# The packages test cross-builds the box for arm64 and packs the .debs.
+# The packages test cross-builds the box for arm64 and packs the .debs, then installs the
+# box's into a Debian VM booted with systemd (its image built once: about 3 minutes).
 bash scripts/install-cross.sh
+TASTESYNC_VM_IMAGE="$(bash scripts/install-vm.sh | tail -n 1)"
+export TASTESYNC_VM_IMAGE
 TASTESYNC_SCHEMATHESIS="$(bash scripts/install-schemathesis.sh | tail -n 1)"
 # The previous release's binaries, for the upgrade and mixed-fleet tests (built once).
 TASTESYNC_PREVIOUS_BIN="$(bash scripts/install-previous.sh | tail -n 1)"

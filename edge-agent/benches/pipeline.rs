@@ -314,7 +314,7 @@ fn daemon_memory(target: &Path) {
         format!("database = {:?}\n[scanner]\nsource = \"replay\"\nreplay_file = {:?}\nreplay_speed = 0.5\n[pos]\nlisten = \"127.0.0.1:0\"\nannounce = false\n", db_arg, replay_path.to_str().unwrap()),
     )
     .unwrap();
-    let (t_run, log) = run(&["run", "--config", config.to_str().unwrap()]);
+    let (ready, scrapes, t_run, log) = run_watched(&binary, &config, dir.path());
     let peak = log
         .lines()
         .find_map(|l| l.split("peak_rss_kb=").nth(1))
@@ -328,14 +328,97 @@ fn daemon_memory(target: &Path) {
         t_customers.as_secs_f64(),
         t_keys.as_secs_f64()
     );
+    match ready {
+        Some(ready) => println!(
+            "  cold start to READY=1 (sd_notify): {:.0} ms",
+            ready.as_secs_f64() * 1000.0
+        ),
+        None => println!("  cold start to READY=1: never notified"),
+    }
     match peak {
         Some(kb) => println!(
-            "  peak resident memory: {:.1} MB (target < 64 MB), run {:.1} s",
+            "  peak resident memory: {:.1} MB (target < 64 MB) with /metrics scraped {scrapes} times, run {:.1} s",
             kb as f64 / 1024.0,
             t_run.as_secs_f64()
         ),
         None => println!("  peak resident memory: not reported\n{log}"),
     }
+}
+
+/// Runs the daemon as systemd would (a notify socket), timing its start to `READY=1`, and
+/// scrapes its `/metrics` every 100 ms until it stops. Returns the time to ready, the
+/// scrapes, the run's duration and its log.
+fn run_watched(
+    binary: &Path,
+    config: &Path,
+    dir: &Path,
+) -> (
+    Option<std::time::Duration>,
+    u32,
+    std::time::Duration,
+    String,
+) {
+    use std::io::{BufRead, Read, Write};
+    let socket_path = dir.join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).expect("notify socket");
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let started = Instant::now();
+    let mut child = Command::new(binary)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .env("NOTIFY_SOCKET", &socket_path)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run the daemon");
+    let mut ready = None;
+    let mut buf = [0u8; 512];
+    while let Ok(n) = socket.recv(&mut buf) {
+        if String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .any(|l| l == "READY=1")
+        {
+            ready = Some(started.elapsed());
+            break;
+        }
+    }
+    let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let mut address = None;
+    while address.is_none() {
+        let mut line = String::new();
+        if stderr.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        address = line
+            .split("POS listening on ")
+            .nth(1)
+            .map(|a| a.trim().trim_start_matches("http://").to_string());
+        log.push_str(&line);
+    }
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = stderr.read_to_string(&mut rest);
+        rest
+    });
+    let mut scrapes = 0;
+    while child.try_wait().ok().flatten().is_none() {
+        if let Some(address) = &address
+            && let Ok(mut stream) = std::net::TcpStream::connect(address)
+        {
+            let _ = write!(stream, "GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+            let mut page = String::new();
+            if stream.read_to_string(&mut page).is_ok() && page.contains("tastesync_edge_") {
+                scrapes += 1;
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let elapsed = started.elapsed();
+    log.push_str(&rest.join().unwrap_or_default());
+    (ready, scrapes, elapsed, log)
 }
 
 fn target_dir() -> PathBuf {

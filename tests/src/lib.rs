@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod pos;
 pub mod postgres;
 pub mod provisioning;
+pub mod vm;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
