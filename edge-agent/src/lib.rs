@@ -13,6 +13,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod doctor;
+pub mod evaluate;
 pub mod events;
 pub mod identity;
 pub mod metrics;
