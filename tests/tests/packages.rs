@@ -178,7 +178,7 @@ fn the_arm64_box_binary_decodes_and_runs_its_demo_under_qemu(package: &Path) {
     let demo = qemu(&[
         "demo",
         "--duration",
-        "8",
+        "15",
         "--listen",
         "127.0.0.1:0",
         "--db",
