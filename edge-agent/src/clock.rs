@@ -310,11 +310,11 @@ impl Trust {
     }
 
     fn ask(&mut self) -> bool {
+        // As `synchronised`, but timedated's answer is cached between asks.
         let answer = match &self.when {
-            TrustedWhen::Named(TrustName::Ntp) if std::path::Path::new(TIMESYNCD_FLAG).exists() => {
-                Some(true)
-            }
-            TrustedWhen::Named(TrustName::Ntp) => {
+            TrustedWhen::Named(TrustName::Ntp)
+                if !std::path::Path::new(TIMESYNCD_FLAG).exists() =>
+            {
                 if self
                     .last_asked
                     .is_none_or(|at| at.elapsed() >= ASK_TIMEDATED_EVERY)

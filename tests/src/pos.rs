@@ -141,28 +141,13 @@ impl PosBox {
 
     /// Logs the owner in with the PIN set before; returns the session token.
     pub fn owner_login(&self, pin: &str) -> String {
-        let response = self
-            .http
-            .post(self.url("/api/owner/login"))
-            .json(&serde_json::json!({"pin": pin}))
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let body: serde_json::Value = response.json().unwrap();
-        body["token"].as_str().unwrap().to_string()
+        owner_token(&self.url("/api/owner/login"), pin, 200)
     }
 
     /// Sets the owner's PIN through the POS at `base` (from this machine itself, where no
     /// setup code is needed); returns the session token.
     pub fn owner_session_at(base: &str, pin: &str) -> String {
-        let response = crate::http()
-            .post(format!("{base}/api/owner/setup"))
-            .json(&serde_json::json!({"pin": pin}))
-            .send()
-            .unwrap();
-        assert_eq!(response.status(), 201);
-        let body: serde_json::Value = response.json().unwrap();
-        body["token"].as_str().unwrap().to_string()
+        owner_token(&format!("{base}/api/owner/setup"), pin, 201)
     }
 
     /// The POS's port.
@@ -208,6 +193,19 @@ impl PosBox {
     pub fn stream(&self, token: &str, last_event_id: Option<i64>) -> mpsc::Receiver<SseEvent> {
         stream(&self.base, token, last_event_id)
     }
+}
+
+/// Posts the owner's PIN to `url` (setup or login), expecting `status`; returns the
+/// session token.
+fn owner_token(url: &str, pin: &str, status: u16) -> String {
+    let response = crate::http()
+        .post(url)
+        .json(&serde_json::json!({"pin": pin}))
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), status);
+    let body: serde_json::Value = response.json().unwrap();
+    body["token"].as_str().unwrap().to_string()
 }
 
 /// Pairs a tablet with the box at `base` using `code`; returns the tablet's token.
