@@ -112,6 +112,16 @@ pub struct Anchor {
     pub boot_ms: Millis,
 }
 
+impl Anchor {
+    /// Where its timeline stands now, if this is still its boot. A later boot may have run
+    /// longer than the anchor's time since boot (a restored backup, a box off and on): then
+    /// the store holds stamps (`floor`) past where the timeline would stand, and it is not.
+    fn continued(&self, boot: Millis, floor: Millis) -> Option<Millis> {
+        let now = self.at_ms + boot.checked_sub(self.boot_ms)?;
+        (now >= floor).then_some(now)
+    }
+}
+
 /// A start on an unsynchronised clock: steady time from `origin_ms`; stamps from
 /// `correct_from` on are corrected at synchronisation; events stamped from `held_from` on
 /// wait for it.
@@ -132,8 +142,8 @@ impl Provisional {
     pub fn plan(anchor: Option<Anchor>, floor: Millis, system: Millis, boot: Millis) -> Self {
         let fresh = system.max(floor.max(released_ms()) + 1);
         match anchor {
-            Some(a) if a.boot_ms <= boot => Provisional {
-                origin_ms: a.at_ms + (boot - a.boot_ms),
+            Some(a) if let Some(now) = a.continued(boot, floor) => Provisional {
+                origin_ms: now,
                 correct_from: a.since_ms,
                 held_from: a.since_ms,
             },
@@ -161,11 +171,17 @@ impl Provisional {
 }
 
 /// The correction for an earlier provisional run found at a start on a synchronised clock:
-/// possible in the same boot only.
-pub fn correction_at_start(anchor: Anchor, system: Millis, boot: Millis) -> Option<Correction> {
-    (anchor.boot_ms <= boot).then(|| Correction {
+/// possible in the same boot only (`floor`: the store's latest stamp).
+pub fn correction_at_start(
+    anchor: Anchor,
+    system: Millis,
+    boot: Millis,
+    floor: Millis,
+) -> Option<Correction> {
+    let now = anchor.continued(boot, floor)?;
+    Some(Correction {
         since: anchor.since_ms,
-        delta_ms: system as i64 - (anchor.at_ms + (boot - anchor.boot_ms)) as i64,
+        delta_ms: system as i64 - now as i64,
     })
 }
 
@@ -424,7 +440,8 @@ mod tests {
         let again = Provisional::plan(Some(anchor), released + 9, year_2020, 360_000);
         assert_eq!(again.origin_ms, first.origin_ms + 300_000);
         assert_eq!(again.correct_from, first.origin_ms);
-        let correction = correction_at_start(anchor, released + day, 360_000).unwrap();
+        let correction =
+            correction_at_start(anchor, released + day, 360_000, released + 9).unwrap();
         assert_eq!(correction.since, first.origin_ms);
         assert_eq!(correction.delta_ms, (day - 1 - 300_000) as i64);
         // After a reboot: a fresh timeline after everything stored; the older one still held.
@@ -432,7 +449,15 @@ mod tests {
         assert_eq!(rebooted.origin_ms, released + day + 1);
         assert_eq!(rebooted.correct_from, rebooted.origin_ms);
         assert_eq!(rebooted.held_from, first.origin_ms);
-        assert_eq!(correction_at_start(anchor, released + day, 20_000), None);
+        assert_eq!(correction_at_start(anchor, released + day, 20_000, 0), None);
+        // A later boot that has run longer (a restored backup, a box off and on) is not
+        // taken for the anchor's: the store holds stamps past where its timeline would be.
+        let restored = Provisional::plan(Some(anchor), released + day, year_2020, 360_000);
+        assert_eq!(restored.origin_ms, released + day + 1);
+        assert_eq!(
+            correction_at_start(anchor, released + 2 * day, 360_000, released + day),
+            None
+        );
         // A clock already right (after the release, past the store) is kept as it is.
         let now = released + 30 * day;
         assert_eq!(Provisional::plan(None, released, now, 1).origin_ms, now);

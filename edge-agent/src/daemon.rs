@@ -83,7 +83,7 @@ fn start_clock(store: &mut Store, trusted: bool) -> anyhow::Result<()> {
     if trusted {
         clock::start_trusted();
         if let Some(anchor) = anchor {
-            match clock::correction_at_start(anchor, system, boot) {
+            match clock::correction_at_start(anchor, system, boot, store.latest_stamp()?) {
                 Some(correction) => correct_stored_times(store, correction),
                 None => store.clear_clock_anchor()?,
             }
