@@ -6,12 +6,11 @@
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tastesync_edge::config::{Config, PosConfig};
 use tastesync_edge::daemon::{self, Source};
-use tastesync_edge::pipeline::Advertisement;
+use tastesync_edge::pipeline::{Advertisement, Scanner};
 use tastesync_edge::pos::auth;
 use tastesync_edge::simulate::{Rng, ibeacon_advertisement};
 use tastesync_edge::store::Store;
@@ -181,10 +180,10 @@ async fn alert_latency(attack: bool) -> f64 {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     // Background: 10,000 strangers' advertisements per second, in 10 ms batches.
-    let zone: Arc<str> = Arc::from("main");
+    let scanner = Scanner::local("main");
     let background = {
         let tx = ad_tx.clone();
-        let zone = zone.clone();
+        let scanner = scanner.clone();
         tokio::spawn(async move {
             let mut rng = Rng::new(1);
             let strangers: Vec<Vec<u8>> = (0..500)
@@ -200,7 +199,7 @@ async fn alert_latency(attack: bool) -> f64 {
                         address: [1; 6],
                         rssi: -80,
                         data: strangers[(sent % 500) as usize].clone(),
-                        zone: zone.clone(),
+                        scanner: scanner.clone(),
                     };
                     sent += 1;
                     if tx.send(ad).await.is_err() {
@@ -250,7 +249,7 @@ async fn alert_latency(attack: bool) -> f64 {
                 address: [2; 6],
                 rssi: -55,
                 data: data.clone(),
-                zone: zone.clone(),
+                scanner: scanner.clone(),
             };
             injected = Instant::now(); // the third sighting completes the arrival
             ad_tx.send(ad).await.unwrap();

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use crate::presence::PresenceConfig;
+use crate::presence::{PresenceConfig, ScannerRole};
+use crate::scan::espresense::EspresenseConfig;
 
 /// The whole configuration of `tastesync-edge run`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -29,6 +30,8 @@ pub struct Config {
     /// the box; HQ keeps its own copy. Nothing waiting for the cloud is deleted.
     pub retention_days: u64,
     pub scanner: ScannerConfig,
+    /// ESPresense nodes on the shop's LAN, as more scanners.
+    pub espresense: EspresenseConfig,
     pub presence: PresenceConfig,
     pub eid: EidConfig,
     pub pos: PosConfig,
@@ -107,6 +110,12 @@ pub struct ScannerConfig {
     pub source: SourceKind,
     /// The zone this scanner covers, reported with every visit.
     pub zone: String,
+    /// `"room"`, or `"door"` for a scanner by the door that also hears the street.
+    pub role: ScannerRole,
+    /// Set on a scanner box: the POS address of the shop's main box (e.g.
+    /// `http://192.168.1.20:8080`), which this box sends what it hears to instead of
+    /// deciding presence itself. Pair it first with `tastesync-edge pair-scanner`.
+    pub main_box: String,
     /// BlueZ adapter name such as `hci0`; empty means the first adapter.
     pub adapter: String,
     /// Restart discovery when no advertisement arrived for this long, in seconds.
@@ -144,6 +153,7 @@ impl Default for Config {
             database_max_mb: 0,
             retention_days: 365,
             scanner: ScannerConfig::default(),
+            espresense: EspresenseConfig::default(),
             presence: PresenceConfig::default(),
             eid: EidConfig::default(),
             pos: PosConfig::default(),
@@ -159,6 +169,8 @@ impl Default for ScannerConfig {
         ScannerConfig {
             source: SourceKind::Ble,
             zone: "main".into(),
+            role: ScannerRole::Room,
+            main_box: String::new(),
             adapter: String::new(),
             watchdog_secs: 30,
             max_devices: 4096,
@@ -231,6 +243,24 @@ impl Config {
             .validate()
             .map_err(anyhow::Error::msg)
             .context("invalid [presence] section")?;
+        if !crate::scan::remote::is_valid_zone(&self.scanner.zone) {
+            bail!("scanner.zone must be 1 to 40 printable characters");
+        }
+        let main_box = &self.scanner.main_box;
+        if !(main_box.is_empty()
+            || main_box.starts_with("http://")
+            || main_box.starts_with("https://"))
+        {
+            bail!(
+                "scanner.main_box must be the main box's POS address, e.g. \
+                 \"http://192.168.1.20:8080\", not {:?}",
+                self.scanner.main_box
+            );
+        }
+        self.espresense
+            .validate()
+            .map_err(anyhow::Error::msg)
+            .context("invalid [espresense] section")?;
         if self.scanner.source == SourceKind::Replay && self.scanner.replay_file.is_none() {
             bail!("scanner.source = \"replay\" needs scanner.replay_file");
         }
@@ -270,6 +300,11 @@ impl Config {
         self.identity_file
             .clone()
             .unwrap_or_else(|| self.database.with_file_name("box-identity.json"))
+    }
+
+    /// Where a scanner box keeps the device token its main box gave it at pairing.
+    pub fn scanner_token_path(&self) -> PathBuf {
+        self.database.with_file_name("scanner-token")
     }
 }
 

@@ -122,6 +122,48 @@ const CHANNEL_CAPACITY: usize = 4096;
 /// How often visits past `retention_days` are deleted.
 const RETENTION_EVERY: Duration = Duration::from_secs(86_400);
 
+/// A scanner box (`scanner.main_box` set): what its scanner hears goes to the shop's main
+/// box, which decides presence for the whole shop. It keeps no visits, serves no tablets and
+/// talks to no cloud. Runs until shutdown or until its source ends.
+pub async fn run_scanner_box(
+    config: &Config,
+    source: Source,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let path = config.scanner_token_path();
+    let token = std::fs::read_to_string(&path).map_err(|_| {
+        anyhow::anyhow!(
+            "this scanner box is not paired with its main box ({} is missing): get a pairing \
+             code on the main box's owner page and run `tastesync-edge pair-scanner CODE`",
+            path.display()
+        )
+    })?;
+    let main = scan::remote::MainBox {
+        url: config.scanner.main_box.clone(),
+        token: token.trim().to_string(),
+        zone: config.scanner.zone.clone(),
+        role: config.scanner.role,
+    };
+    tracing::info!(main_box = %main.url, zone = %main.zone, "scanning for the main box");
+    let (tx, rx) = mpsc::channel::<Advertisement>(CHANNEL_CAPACITY);
+    let source_task = tokio::spawn(run_source(source, tx, shutdown.clone()));
+    let (status, _) = watch::channel(String::from("starting"));
+    let mut forward = tokio::spawn(scan::remote::forward(main, rx, status, shutdown.clone()));
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    let mut watchdog = sd_notify::watchdog_enabled().map(|every| tokio::time::interval(every / 3));
+    let outcome = loop {
+        tokio::select! {
+            _ = watchdog_due(&mut watchdog) => {
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+            ended = &mut forward => break ended,
+        }
+    };
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    source_task.abort();
+    outcome?
+}
+
 /// Runs until shutdown or until a replay ends. Returns the pipeline's counters. When the POS
 /// server is on, its address is sent to `listening` once it accepts connections.
 pub async fn run(
@@ -201,6 +243,10 @@ pub async fn run(
         standing = ?identity.get().standing(&config.shop_id),
         "box identity"
     );
+    let (ad_tx, mut ad_rx) = mpsc::channel::<Advertisement>(CHANNEL_CAPACITY);
+    // Other scanners of the shop (scanner boxes, ESPresense nodes) hear in real time: they
+    // join a live box's own scanner, never a replay (which ends when its file does).
+    let others = live.then(|| ad_tx.clone());
     let server = if config.pos.listen.is_empty() {
         None
     } else {
@@ -212,6 +258,7 @@ pub async fn run(
             pos_store,
             hub.clone(),
             health_rx,
+            others.clone(),
             shutdown.clone(),
         )
         .await?;
@@ -237,7 +284,15 @@ pub async fn run(
         }))
     };
 
-    let (ad_tx, mut ad_rx) = mpsc::channel::<Advertisement>(CHANNEL_CAPACITY);
+    if let Some(tx) = others.filter(|_| !config.espresense.broker.is_empty()) {
+        let (config, shutdown) = (config.espresense.clone(), shutdown.clone());
+        let (status, _) = watch::channel(String::new());
+        tokio::spawn(async move {
+            if let Err(e) = scan::espresense::run(config, &box_id, tx, status, shutdown).await {
+                tracing::error!("ESPresense nodes are not heard: {e:#}");
+            }
+        });
+    }
     let source_task = tokio::spawn(run_source(source, ad_tx, shutdown.clone()));
 
     let (event_tx, event_rx) = std::sync::mpsc::channel::<StoreWork>();
@@ -320,9 +375,14 @@ pub async fn run(
         }
     }
     if !live {
-        // The recording is over: let everyone still present time out, as they would have.
+        // The recording is over: let everyone still present time out, as they would have
+        // (the seated absence is the longer one).
         if let Some(last) = last_at {
-            pipeline.tick(last + config.presence.absence_ms, &mut events);
+            let longest = config
+                .presence
+                .seated_absence_ms
+                .max(config.presence.absence_ms);
+            pipeline.tick(last + longest, &mut events);
         }
         for event in events.drain(..) {
             log_event(&event);
@@ -449,7 +509,7 @@ async fn run_source(
     match source {
         Source::Ble(config) => scan::ble::run(&config, tx, shutdown).await,
         Source::Replay { path, speed, zone } => {
-            let summary = scan::replay::run(&path, speed, Arc::from(zone), tx, shutdown).await?;
+            let summary = scan::replay::run(&path, speed, &zone, tx, shutdown).await?;
             tracing::info!(
                 played = summary.played,
                 bad_lines = summary.bad_lines,
@@ -590,6 +650,12 @@ fn publish(hub: &EventHub, store: &mut Store, event: &PresenceEvent) -> anyhow::
                 left.left_at_ms,
             )?;
         }
+        PresenceEvent::ZoneChanged(moved) => {
+            let body = serde_json::json!({
+                "visit_id": moved.visit_id, "zone": moved.zone, "at_ms": moved.at_ms,
+            });
+            hub.publish(store, "zone", Some(moved.customer), &body, moved.at_ms)?;
+        }
     }
     Ok(())
 }
@@ -598,6 +664,7 @@ fn record(store: &mut Store, event: &PresenceEvent) -> anyhow::Result<()> {
     match event {
         PresenceEvent::CustomerArrived(arrived) => store.record_arrival(arrived),
         PresenceEvent::CustomerLeft(left) => store.record_departure(left),
+        PresenceEvent::ZoneChanged(moved) => store.record_zone_change(moved),
     }
     .context("cannot record a visit")
 }
@@ -611,6 +678,10 @@ fn log_event(event: &PresenceEvent) {
         PresenceEvent::CustomerLeft(e) => tracing::info!(
             visit = %e.visit_id, customer = e.customer.0, zone = %e.zone, dwell_s = e.dwell_s,
             "customer left"
+        ),
+        PresenceEvent::ZoneChanged(e) => tracing::info!(
+            visit = %e.visit_id, customer = e.customer.0, from = %e.from_zone, zone = %e.zone,
+            "customer moved"
         ),
     }
 }

@@ -163,7 +163,9 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
             ca_file: None,
         },
         presence: PresenceConfig {
-            absence_ms: 10_000, // a short demo; a real shop uses about a minute
+            // A short demo; a real shop waits about a minute, five for someone seated.
+            absence_ms: 10_000,
+            seated_absence_ms: 10_000,
             ..PresenceConfig::default()
         },
         pos: crate::config::PosConfig {
@@ -407,6 +409,13 @@ fn describe(store: &Store, event: &PresenceEvent) -> anyhow::Result<String> {
             clock(l.left_at_ms),
             customer.display_name,
             l.dwell_s
+        ),
+        PresenceEvent::ZoneChanged(z) => format!(
+            "{}  ↔ {} moved from {} to {}",
+            clock(z.at_ms),
+            customer.display_name,
+            z.from_zone,
+            z.zone
         ),
     })
 }

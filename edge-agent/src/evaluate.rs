@@ -32,8 +32,8 @@ use tastesync_shared::TagId;
 
 use crate::Millis;
 use crate::events::PresenceEvent;
-use crate::pipeline::{Advertisement, Pipeline};
-use crate::presence::PresenceConfig;
+use crate::pipeline::{Advertisement, Pipeline, Scanner};
+use crate::presence::{PresenceConfig, ScannerRole};
 use crate::resolve::{CustomerId, IndexSnapshot};
 use crate::simulate::{Rng, ibeacon_advertisement};
 
@@ -63,6 +63,24 @@ pub struct Scenario {
     pub customers_per_hour: f64,
     pub walk_bys_per_hour: f64,
     pub waiters_per_hour: f64,
+    pub radio: Radio,
+    pub layout: Layout,
+}
+
+/// The radio model's published-range parameters, to check a result holds across them.
+#[derive(Debug, Clone, Copy)]
+pub struct Radio {
+    /// Log-distance path-loss exponent: 2.0 (open room) to 3.0 (crowded, furnished).
+    pub path_loss_exponent: f64,
+    /// The shop front's loss, dB: plain glass 2-3, double glazing about 6, coated more.
+    pub glazing_db: f64,
+}
+
+impl Radio {
+    pub const TYPICAL: Radio = Radio {
+        path_loss_exponent: 2.2,
+        glazing_db: 6.0,
+    };
 }
 
 impl Scenario {
@@ -74,6 +92,8 @@ impl Scenario {
             customers_per_hour: 40.0,
             walk_bys_per_hour: 120.0,
             waiters_per_hour: 6.0,
+            radio: Radio::TYPICAL,
+            layout: Layout::TILL,
         }
     }
 
@@ -105,8 +125,8 @@ enum Carried {
 }
 
 impl Carried {
-    fn body_loss_db(self, facing_box: bool) -> f64 {
-        match (self, facing_box) {
+    fn body_loss_db(self, facing_scanner: bool) -> f64 {
+        match (self, facing_scanner) {
             (Carried::Hand, _) => 1.0,
             (Carried::FrontPocket, true) => 3.0,
             (Carried::FrontPocket, false) => 14.0,
@@ -147,8 +167,9 @@ struct Person {
 }
 
 impl Person {
-    /// Position, facing and people between at `t`, or `None` outside the person's time.
-    fn at(&self, t: Millis) -> Option<((f64, f64), bool, u8)> {
+    /// Position, the direction faced and people between them and the till at `t`, or `None`
+    /// outside the person's time.
+    fn at(&self, t: Millis) -> Option<Whereabouts> {
         let leg = self.legs.iter().find(|l| l.t0 <= t && t < l.t1)?;
         let f = (t - leg.t0) as f64 / (leg.t1 - leg.t0).max(1) as f64;
         let pos = (
@@ -156,13 +177,14 @@ impl Person {
             leg.from.1 + (leg.to.1 - leg.from.1) * f,
         );
         let moving = (leg.to.0 - leg.from.0, leg.to.1 - leg.from.1);
-        let facing_box = if moving.0.abs() + moving.1.abs() < 1e-9 {
-            leg.facing_box
+        let heading = if moving.0.abs() + moving.1.abs() < 1e-9 {
+            // Standing: towards the till or away from it.
+            let sign = if leg.facing_box { 1.0 } else { -1.0 };
+            (sign * (TILL.0 - pos.0), sign * (TILL.1 - pos.1))
         } else {
-            // Walking towards the box faces it.
-            moving.0 * -pos.0 + moving.1 * -pos.1 > 0.0
+            moving
         };
-        Some((pos, facing_box, leg.people_between))
+        Some((pos, heading, leg.people_between))
     }
 
     fn outside(&self, t: Millis) -> bool {
@@ -172,6 +194,9 @@ impl Person {
         }
     }
 }
+
+/// Where someone is: position, the direction they face, people between them and the till.
+type Whereabouts = ((f64, f64), (f64, f64), u8);
 
 /// Builds paths leg by leg at walking speed.
 struct Walk {
@@ -350,13 +375,42 @@ fn people(scenario: &Scenario) -> Vec<Person> {
     people
 }
 
-/// Every packet the box hears, in time order.
-fn radio(people: &[Person], seed: u64) -> Vec<Advertisement> {
+/// Where the shop's scanners stand: the box by the till, and perhaps more.
+#[derive(Debug, Clone, Copy)]
+pub struct Layout {
+    /// Each scanner's name, zone and position (the first is the box by the till).
+    pub scanners: &'static [(&'static str, &'static str, ScannerRole, (f64, f64))],
+}
+
+impl Layout {
+    /// One box, by the till.
+    pub const TILL: Layout = Layout {
+        scanners: &[("local", "counter", ScannerRole::Room, (0.0, 0.0))],
+    };
+    /// The box by the till and a scanner just inside the door, on the way in.
+    pub const TILL_AND_DOOR: Layout = Layout {
+        scanners: &[
+            ("local", "counter", ScannerRole::Room, (0.0, 0.0)),
+            ("box:door", "door", ScannerRole::Door, DOOR_SCANNER),
+        ],
+    };
+}
+
+/// Just inside the door, by the path to the counter.
+const DOOR_SCANNER: (f64, f64) = (6.6, 2.6);
+
+/// Every packet the shop's scanners hear, in time order: each scanner hears each packet
+/// with its own fading and loss.
+fn radio(people: &[Person], seed: u64, model: Radio, layout: Layout) -> Vec<Advertisement> {
     const K: f64 = 1.995; // Rician K-factor 3 dB
     let los = (K / (K + 1.0)).sqrt();
     let scatter = (1.0 / (2.0 * (K + 1.0))).sqrt();
     let mut rng = Rng::new(seed ^ 0x005e_ed0f_ad10);
-    let zone: std::sync::Arc<str> = std::sync::Arc::from("counter");
+    let scanners: Vec<_> = layout
+        .scanners
+        .iter()
+        .map(|&(name, zone, role, at)| (Scanner::new(name, zone, role), at))
+        .collect();
     let mut heard = Vec::new();
     for person in people {
         let (start, end) = (
@@ -385,37 +439,49 @@ fn radio(people: &[Person], seed: u64) -> Vec<Advertisement> {
             while t < end {
                 // advDelay: 0 to 10 ms added to every interval.
                 t += device.interval_ms + rng.range(0, 10) as Millis;
-                let Some((pos, facing_box, people_between)) = person.at(t) else {
+                let Some((pos, heading, people_between)) = person.at(t) else {
                     continue;
                 };
-                if rng.chance(10) {
-                    continue;
+                for (i, (scanner, at)) in scanners.iter().enumerate() {
+                    if rng.chance(10) {
+                        continue;
+                    }
+                    let (dx, dy) = (at.0 - pos.0, at.1 - pos.1);
+                    let d = (dx * dx + dy * dy).sqrt().max(0.3);
+                    let facing = heading.0 * dx + heading.1 * dy > 0.0;
+                    let (x, y) = (
+                        los + scatter * gaussian(&mut rng),
+                        scatter * gaussian(&mut rng),
+                    );
+                    let fading_db = 10.0 * (x * x + y * y).max(1e-6).log10();
+                    let glass_db = if person.outside(t) && pos.0 > FRONT_X {
+                        model.glazing_db
+                    } else {
+                        0.0
+                    };
+                    // The queue stands between its people and the till only.
+                    let queue_db = if i == 0 {
+                        4.0 * f64::from(people_between)
+                    } else {
+                        0.0
+                    };
+                    let rssi = -59.0 - 10.0 * model.path_loss_exponent * d.log10()
+                        + device.offset_db
+                        + fading_db
+                        - device.carried.body_loss_db(facing)
+                        - queue_db
+                        - glass_db;
+                    if rssi < -96.0 {
+                        continue;
+                    }
+                    heard.push(Advertisement {
+                        at_ms: t,
+                        address: address(t),
+                        rssi: rssi.round() as i16,
+                        data: data.clone(),
+                        scanner: scanner.clone(),
+                    });
                 }
-                let d = (pos.0 * pos.0 + pos.1 * pos.1).sqrt().max(0.3);
-                let (x, y) = (
-                    los + scatter * gaussian(&mut rng),
-                    scatter * gaussian(&mut rng),
-                );
-                let fading_db = 10.0 * (x * x + y * y).max(1e-6).log10();
-                let glass_db = if person.outside(t) && pos.0 > FRONT_X {
-                    6.0
-                } else {
-                    0.0
-                };
-                let rssi = -59.0 - 22.0 * d.log10() + device.offset_db + fading_db
-                    - device.carried.body_loss_db(facing_box)
-                    - 4.0 * f64::from(people_between)
-                    - glass_db;
-                if rssi < -96.0 {
-                    continue;
-                }
-                heard.push(Advertisement {
-                    at_ms: t,
-                    address: address(t),
-                    rssi: rssi.round() as i16,
-                    data: data.clone(),
-                    zone: zone.clone(),
-                });
             }
         }
     }
@@ -486,7 +552,7 @@ pub fn evaluate(scenario: &Scenario, presence: &PresenceConfig) -> Figures {
     let mut pipeline = Pipeline::new(snapshot, presence.clone(), 1, 0);
     let mut events = Vec::new();
     let mut next_tick = 1_000;
-    for ad in radio(&people, scenario.seed) {
+    for ad in radio(&people, scenario.seed, scenario.radio, scenario.layout) {
         while next_tick <= ad.at_ms {
             pipeline.tick(next_tick, &mut events);
             next_tick += 1_000;
@@ -498,7 +564,8 @@ pub fn evaluate(scenario: &Scenario, presence: &PresenceConfig) -> Figures {
         .filter_map(|p| p.legs.last().map(|l| l.t1))
         .max()
         .unwrap_or(0);
-    while next_tick <= end + 2 * absence {
+    let longest = presence.seated_absence_ms.max(absence);
+    while next_tick <= end + 2 * longest {
         pipeline.tick(next_tick, &mut events);
         next_tick += 1_000;
     }
@@ -517,6 +584,7 @@ fn score(people: &[Person], events: &[PresenceEvent], absence: Millis) -> Figure
             PresenceEvent::CustomerLeft(l) => {
                 departures.entry(l.customer).or_default().push(l.left_at_ms)
             }
+            PresenceEvent::ZoneChanged(_) => {}
         }
     }
     let (mut visits, mut outsiders, mut on_time, mut late, mut missed) = (0, 0, 0, 0, 0);
@@ -606,7 +674,7 @@ mod tests {
     #[test]
     fn the_radio_is_strong_at_the_till_and_weak_behind_the_glass() {
         let people = people(&Scenario::small(2));
-        let heard = radio(&people, 2);
+        let heard = radio(&people, 2, Radio::TYPICAL, Layout::TILL);
         let mut till = Vec::new();
         let mut outside = Vec::new();
         for ad in &heard {
@@ -637,35 +705,55 @@ mod tests {
         );
     }
 
-    /// Today's rules on the small scenario. The figures are those the independent evaluation
-    /// reported for today's build (recall 83 %, p90 19.7 s, 4.4 splits and 0.4 false alerts
-    /// per 100 visits): this model has to reproduce that kind of failure before a better
-    /// presence can be measured against it.
+    /// The default rules on four busy hours. Before per-device presence (issue 13) the same
+    /// hours gave recall 83-87 %, p90 38-53 s and 4-7 splits per 100 visits, as the
+    /// independent evaluation saw (83 %, 19.7 s, 4.4); the targets are recall >= 95 %,
+    /// split + false <= 2 per 100 and p90 <= 10 s on the day-long benchmark; a single hour
+    /// with a rush at the till (seed 4) misses more, hence the slack here.
     #[test]
-    fn todays_presence_misses_and_splits_visits_the_way_the_independent_evaluation_saw() {
+    fn presence_announces_visits_soon_once_and_never_for_people_outside() {
         let mut all = Vec::new();
         for seed in 1..=4 {
             all.push(evaluate(&Scenario::small(seed), &PresenceConfig::default()));
         }
         let mean = |f: fn(&Figures) -> f64| all.iter().map(f).sum::<f64>() / all.len() as f64;
-        let recall = mean(|f| f.recall_30s);
-        let false_alerts = mean(|f| f.false_per_100);
+        let shown: Vec<String> = all.iter().map(ToString::to_string).collect();
         assert!(
-            (0.6..0.95).contains(&recall),
-            "recall within 30 s {recall:.2}: {all:#?}"
+            mean(|f| f.recall_30s) >= 0.90,
+            "recall within 30 s: {shown:#?}"
         );
         assert!(
-            false_alerts < 5.0,
-            "false alerts {false_alerts:.1}: {all:#?}"
+            mean(|f| f.split_per_100 + f.false_per_100) <= 4.0,
+            "splits and false alerts: {shown:#?}"
         );
+        assert!(mean(|f| f.alert_p90_s) <= 12.0, "alert p90: {shown:#?}");
         assert!(
-            mean(|f| f.late_per_100 + f.missed_per_100) > 3.0,
-            "some visits announced late or not at all: {all:#?}"
+            mean(|f| f.departure_error_p50_s) <= 10.0,
+            "departure time: {shown:#?}"
         );
+    }
+
+    /// A scanner by the door on the same four hours. The targets (recall >= 99 %, alert p90
+    /// <= 3 s) are the day-long benchmark's; an hour of 30-40 visits varies more, hence the
+    /// slack (one box alone gives p90 10-12 s here).
+    #[test]
+    fn a_scanner_by_the_door_announces_nearly_everyone_at_once() {
+        let all: Vec<Figures> = (1..=4)
+            .map(|seed| {
+                let scenario = Scenario {
+                    layout: Layout::TILL_AND_DOOR,
+                    ..Scenario::small(seed)
+                };
+                evaluate(&scenario, &PresenceConfig::default())
+            })
+            .collect();
+        let mean = |f: fn(&Figures) -> f64| all.iter().map(f).sum::<f64>() / all.len() as f64;
+        let shown: Vec<String> = all.iter().map(ToString::to_string).collect();
+        assert!(mean(|f| f.recall_30s) >= 0.97, "recall: {shown:#?}");
+        assert!(mean(|f| f.alert_p90_s) <= 6.0, "alert p90: {shown:#?}");
         assert!(
-            mean(|f| f.split_per_100) > 1.0,
-            "seated customers' visits split: {all:#?}"
+            mean(|f| f.split_per_100 + f.false_per_100) <= 3.0,
+            "splits and false alerts: {shown:#?}"
         );
-        assert!(mean(|f| f.alert_p90_s) > 10.0, "p90 over 10 s: {all:#?}");
     }
 }

@@ -28,12 +28,24 @@ pub struct CustomerLeft {
     pub dwell_s: u64,
 }
 
+/// A present customer moved to another zone of the shop (several scanners): the zone whose
+/// scanners hear them best changed, and stayed changed for the zone dwell.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ZoneChanged {
+    pub visit_id: Uuid,
+    pub customer: CustomerId,
+    pub from_zone: String,
+    pub zone: String,
+    pub at_ms: Millis,
+}
+
 /// Everything the presence stage emits, in order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(tag = "type")]
 pub enum PresenceEvent {
     CustomerArrived(CustomerArrived),
     CustomerLeft(CustomerLeft),
+    ZoneChanged(ZoneChanged),
 }
 
 impl PresenceEvent {
@@ -46,6 +58,7 @@ impl PresenceEvent {
                 by(&mut e.arrived_at_ms);
                 by(&mut e.left_at_ms);
             }
+            PresenceEvent::ZoneChanged(e) => by(&mut e.at_ms),
         }
     }
 
@@ -53,6 +66,7 @@ impl PresenceEvent {
         match self {
             PresenceEvent::CustomerArrived(e) => e.customer,
             PresenceEvent::CustomerLeft(e) => e.customer,
+            PresenceEvent::ZoneChanged(e) => e.customer,
         }
     }
 }

@@ -227,8 +227,14 @@ fn read(path: &Path) -> anyhow::Result<Option<Identity>> {
     Ok(Some(identity))
 }
 
-/// Writes atomically, readable by the owner only.
 fn write(path: &Path, identity: &Identity) -> anyhow::Result<()> {
+    let bytes = serde_json::to_vec_pretty(identity).expect("an identity serialises");
+    write_private(path, &bytes)
+        .with_context(|| format!("cannot write the box identity {}", path.display()))
+}
+
+/// Writes a file of secrets atomically, readable by its owner only.
+pub fn write_private(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
@@ -236,7 +242,9 @@ fn write(path: &Path, identity: &Identity) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create the directory {}", dir.display()))?;
     }
-    let aside = path.with_extension("json.new");
+    let mut aside = path.as_os_str().to_owned();
+    aside.push(".new");
+    let aside = std::path::PathBuf::from(aside);
     let result = (|| {
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -244,7 +252,7 @@ fn write(path: &Path, identity: &Identity) -> anyhow::Result<()> {
             .truncate(true)
             .mode(0o600)
             .open(&aside)?;
-        file.write_all(&serde_json::to_vec_pretty(identity).expect("an identity serialises"))?;
+        file.write_all(bytes)?;
         file.sync_all()?;
         std::fs::rename(&aside, path)?;
         if let Some(dir) = dir {
@@ -252,7 +260,7 @@ fn write(path: &Path, identity: &Identity) -> anyhow::Result<()> {
         }
         std::io::Result::Ok(())
     })();
-    result.with_context(|| format!("cannot write the box identity {}", path.display()))
+    result.with_context(|| format!("cannot write {}", path.display()))
 }
 
 #[cfg(test)]

@@ -10,10 +10,10 @@ use clap::{Parser, Subcommand};
 use tastesync_edge::config::Config;
 use tastesync_edge::daemon::{self, Source};
 use tastesync_edge::demo::{self, DemoOptions};
-use tastesync_edge::identity::IdentityFile;
+use tastesync_edge::identity::{self, IdentityFile};
 use tastesync_edge::provisioning::{self, ClaimError};
 use tastesync_edge::store::Store;
-use tastesync_edge::{now_ms, pos};
+use tastesync_edge::{now_ms, pos, scan};
 use tastesync_shared::eid::{MAX_EXPONENT, eid};
 use tastesync_shared::hexfmt::{hex, parse, parse_fixed};
 use tokio::sync::watch;
@@ -122,6 +122,18 @@ enum Command {
         /// The claim code, e.g. 7KQM-X3PA-9RTD.
         code: String,
         /// The daemon's config file (its `[cloud]` address and `database`).
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Pair this scanner box with the shop's main box (`scanner.main_box` in the config),
+    /// with a pairing code from the main box's owner page or its `tastesync-edge pair`.
+    PairScanner {
+        /// The 8-digit pairing code.
+        code: String,
+        /// The name the owner sees for this scanner (default: "Scanner: <zone>").
+        #[arg(long)]
+        name: Option<String>,
+        /// The scanner box's config file.
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
@@ -283,6 +295,9 @@ fn execute(command: Command) -> anyhow::Result<()> {
                     let _ = stop_tx.send(true);
                 });
                 let source = Source::from_config(&config.scanner);
+                if !config.scanner.main_box.is_empty() {
+                    return daemon::run_scanner_box(&config, source, stop_rx).await;
+                }
                 let stats = daemon::run(&config, source, stop_rx, None, None).await?;
                 tracing::info!(
                     advertisements = stats.advertisements,
@@ -357,6 +372,29 @@ fn execute(command: Command) -> anyhow::Result<()> {
             println!(
                 "Claimed for shop {}. A running box connects to the cloud within seconds.",
                 claimed.shop_id
+            );
+        }
+        Command::PairScanner { code, name, config } => {
+            let config = Config::load(config.as_deref())?;
+            if config.scanner.main_box.is_empty() {
+                return Err(BadInput(
+                    "set scanner.main_box in the config to the main box's POS address first, \
+                     e.g. \"http://192.168.1.20:8080\""
+                        .into(),
+                )
+                .into());
+            }
+            let name = name.unwrap_or_else(|| format!("Scanner: {}", config.scanner.zone));
+            let token = runtime()?
+                .block_on(scan::remote::pair(&config.scanner.main_box, &code, &name))
+                .map_err(|e| match e {
+                    scan::remote::PairError::Refused(why) => BadInput(why).into(),
+                    other => anyhow::Error::from(other),
+                })?;
+            identity::write_private(&config.scanner_token_path(), token.as_bytes())?;
+            println!(
+                "Paired with the main box at {}. Start the scanner box (tastesync-edge run).",
+                config.scanner.main_box
             );
         }
         Command::Identity { db, json } => {

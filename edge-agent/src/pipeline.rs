@@ -8,11 +8,13 @@
 use std::sync::Arc;
 
 use serde::Serialize;
-use tastesync_shared::decode_advertisement;
+use tastesync_shared::{BeaconIdentity, decode_advertisement};
 
 use crate::Millis;
 use crate::events::PresenceEvent;
-use crate::presence::{PresenceConfig, PresenceTracker};
+use crate::presence::{
+    DeviceKey, PresenceConfig, PresenceTracker, ScannerKey, ScannerRole, Sighting,
+};
 use crate::resolve::{CustomerIndex, IndexSnapshot};
 
 /// One advertisement as heard by a scanner. Raw advertisements never reach the disk.
@@ -23,9 +25,40 @@ pub struct Advertisement {
     pub rssi: i16,
     /// Advertising data: AD structures as broadcast.
     pub data: Vec<u8>,
-    /// The zone of the scanner that heard it.
-    pub zone: Arc<str>,
+    /// The scanner that heard it.
+    pub scanner: Arc<Scanner>,
 }
+
+/// A scanner (the box's own radio, a scanner box, an ESPresense node) and the zone of the
+/// shop it covers; every advertisement it hears shares it.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Scanner {
+    /// `local` for the box's own radio; `box:<id>` for a scanner box, `espresense:<room>`.
+    pub name: String,
+    pub zone: String,
+    pub role: ScannerRole,
+    key: ScannerKey,
+}
+
+impl Scanner {
+    pub fn new(name: &str, zone: &str, role: ScannerRole) -> Arc<Scanner> {
+        use std::hash::BuildHasher;
+        Arc::new(Scanner {
+            name: name.to_string(),
+            zone: zone.to_string(),
+            role,
+            key: ScannerKey(rustc_hash::FxBuildHasher.hash_one(name)),
+        })
+    }
+
+    /// The box's own radio, covering `zone`.
+    pub fn local(zone: &str) -> Arc<Scanner> {
+        Scanner::new(LOCAL_SCANNER, zone, ScannerRole::Room)
+    }
+}
+
+/// The name of the box's own radio among the shop's scanners.
+pub const LOCAL_SCANNER: &str = "local";
 
 /// Counters for health and metrics.
 #[derive(Debug, Default, Clone, Copy, Serialize, utoipa::ToSchema)]
@@ -74,6 +107,9 @@ impl Pipeline {
         }
         self.stats.advertisements += 1;
         self.stats.last_advertisement_ms = Some(ad.at_ms);
+        if ad.scanner.role == ScannerRole::Door {
+            self.tracker.door_heard(ad.at_ms);
+        }
         let beacon = match decode_advertisement(&ad.data) {
             Ok(Some(beacon)) => beacon,
             Ok(None) => return,
@@ -83,14 +119,23 @@ impl Pipeline {
             }
         };
         self.stats.beacons += 1;
-        let Some(customer) = beacon
-            .identity()
-            .and_then(|identity| self.index.resolve(&identity))
-        else {
+        let Some(identity) = beacon.identity() else {
+            return;
+        };
+        let Some(customer) = self.index.resolve(&identity) else {
             return;
         };
         self.stats.recognised += 1;
-        out.extend(self.tracker.observe(customer, &ad.zone, ad.rssi, ad.at_ms));
+        out.extend(self.tracker.observe(&Sighting {
+            customer,
+            device: device_key(&identity),
+            scanner: ad.scanner.key,
+            role: ad.scanner.role,
+            zone: &ad.scanner.zone,
+            rssi: ad.rssi,
+            calibrated_1m: beacon.calibrated_rssi_1m(),
+            at: ad.at_ms,
+        }));
     }
 
     /// Ends visits of absent customers and rolls the EID table to `now_ms`.
@@ -149,6 +194,16 @@ impl Pipeline {
     }
 }
 
+/// Tells a customer's devices apart: a static tag by its id, whatever address it uses; their
+/// EID (one per customer) as one device, whichever EID it broadcasts now.
+fn device_key(identity: &BeaconIdentity) -> DeviceKey {
+    use std::hash::BuildHasher;
+    match identity {
+        BeaconIdentity::Static(tag) => DeviceKey(rustc_hash::FxBuildHasher.hash_one(tag) | 1),
+        BeaconIdentity::Ephemeral(_) => DeviceKey(0),
+    }
+}
+
 /// The EID clock of TasteSync tags: Unix time in seconds, modulo 2^32.
 pub fn eid_clock(ms: Millis) -> u32 {
     (ms / 1000) as u32
@@ -200,7 +255,7 @@ mod tests {
                 address: [0x40, 0, 0, 0, 0, (i / 150) as u8], // private address rotates too
                 rssi: -62,
                 data: eid_frame(broadcast),
-                zone: Arc::from("entrance"),
+                scanner: Scanner::local("entrance"),
             };
             pipeline.process(&ad, &mut events);
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tastesync_shared::eid::eid;
 
 use crate::Millis;
-use crate::pipeline::Advertisement;
+use crate::pipeline::{Advertisement, Scanner};
 
 /// A small, fast, seedable generator (xorshift64*); the simulation needs no crypto quality.
 #[derive(Debug, Clone)]
@@ -122,7 +122,7 @@ pub struct Schedule {
 pub struct Simulation {
     devices: Vec<SimDevice>,
     rng: Rng,
-    zone: Arc<str>,
+    scanner: Arc<Scanner>,
     schedule: Schedule,
 }
 
@@ -131,7 +131,7 @@ impl Simulation {
         Simulation {
             devices: Vec::new(),
             rng: Rng::new(seed),
-            zone: Arc::from(zone),
+            scanner: Scanner::local(zone),
             schedule,
         }
     }
@@ -218,7 +218,7 @@ impl Simulation {
                         address: device.address,
                         rssi,
                         data: device.broadcast.data_at(at),
-                        zone: self.zone.clone(),
+                        scanner: self.scanner.clone(),
                     });
                 }
             }

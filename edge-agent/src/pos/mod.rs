@@ -3,7 +3,8 @@
 //! binary: the shop may be offline.
 //!
 //! Every `/api` route except pairing, the owner's login and `/api/health` needs a token:
-//! a paired tablet's device token, or the owner's session token for `/api/owner/...`.
+//! a paired tablet's (or scanner box's) device token, or the owner's session token for
+//! `/api/owner/...`.
 
 mod api;
 pub mod auth;
@@ -17,13 +18,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 pub use hub::EventHub;
 
 use crate::config::Config;
 use crate::identity::IdentityFile;
-use crate::pipeline::PipelineStats;
+use crate::pipeline::{Advertisement, PipelineStats};
 use crate::store::Store;
 use crate::{Millis, now_ms};
 
@@ -62,6 +63,8 @@ pub struct PosState {
     health: watch::Receiver<Health>,
     /// Live streams end when the box shuts down (or graceful shutdown would wait forever).
     shutdown: watch::Receiver<bool>,
+    /// The pipeline's input, for the scanner boxes' sightings (`None` during a replay).
+    sightings: Option<mpsc::Sender<Advertisement>>,
 }
 
 /// A running POS server.
@@ -79,6 +82,7 @@ pub async fn serve(
     store: Store,
     hub: EventHub,
     health: watch::Receiver<Health>,
+    sightings: Option<mpsc::Sender<Advertisement>>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<PosServer> {
     let config = &box_config.pos;
@@ -117,6 +121,7 @@ pub async fn serve(
         host_names,
         health,
         shutdown: shutdown.clone(),
+        sightings,
     });
     let pruner = state.store.clone();
     let mut prune_shutdown = shutdown.clone();

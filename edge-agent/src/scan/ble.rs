@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::Advertisement;
+use super::{Advertisement, Scanner};
 use crate::config::ScannerConfig;
 
 /// The Bluetooth base UUID: 16-bit service UUIDs are `0000xxxx-0000-1000-8000-00805f9b34fb`.
@@ -114,7 +114,7 @@ pub async fn run(
     tx: mpsc::Sender<Advertisement>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let zone: Arc<str> = Arc::from(config.zone.as_str());
+    let scanner = Scanner::local(&config.zone);
     let watchdog = Duration::from_secs(config.watchdog_secs);
     let mut cache = DeviceCache::new(config.max_devices);
     let mut failed_restarts = 0;
@@ -153,7 +153,7 @@ pub async fn run(
                     };
                     last_event = Instant::now();
                     failed_restarts = 0;
-                    if let Some(ad) = handle_event(&adapter, &mut cache, event, &zone).await
+                    if let Some(ad) = handle_event(&adapter, &mut cache, event, &scanner).await
                         && tx.send(ad).await.is_err() {
                             return Ok(());
                         }
@@ -209,7 +209,7 @@ async fn handle_event(
     adapter: &Adapter,
     cache: &mut DeviceCache,
     event: CentralEvent,
-    zone: &Arc<str>,
+    scanner: &Arc<Scanner>,
 ) -> Option<Advertisement> {
     let (id, update) = match event {
         CentralEvent::RssiUpdate { id, rssi } => {
@@ -252,7 +252,7 @@ async fn handle_event(
                 address: device.address,
                 rssi: device.rssi?,
                 data: device.advertising_data(),
-                zone: zone.clone(),
+                scanner: scanner.clone(),
             });
         }
         _ => return None,
@@ -275,7 +275,7 @@ async fn handle_event(
         address: device.address,
         rssi: device.rssi?,
         data: device.advertising_data(),
-        zone: zone.clone(),
+        scanner: scanner.clone(),
     })
 }
 

@@ -3,11 +3,16 @@
 //!
 //! - [`ble`]: the radio, through BlueZ over D-Bus (btleplug), with a watchdog.
 //! - [`replay`]: a JSON-lines recording, at recorded or accelerated speed.
+//! - [`remote`]: the shop's scanner boxes, whose sightings reach the main box over the LAN
+//!   (and, on a scanner box, the loop that sends them).
+//! - [`espresense`]: ESPresense nodes, through the MQTT broker they publish to.
 
 pub mod ble;
+pub mod espresense;
+pub mod remote;
 pub mod replay;
 
-pub use crate::pipeline::Advertisement;
+pub use crate::pipeline::{Advertisement, Scanner};
 
 /// Parses `aa:bb:cc:dd:ee:ff` (either case).
 pub fn parse_address(text: &str) -> Option<[u8; 6]> {

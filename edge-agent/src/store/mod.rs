@@ -17,7 +17,7 @@ use serde::Serialize;
 use tastesync_shared::TagId;
 
 use crate::Millis;
-use crate::events::{CustomerArrived, CustomerLeft};
+use crate::events::{CustomerArrived, CustomerLeft, ZoneChanged};
 use crate::resolve::{CustomerId, EidTag, IndexSnapshot};
 
 pub use downlink::Applied;
@@ -270,6 +270,29 @@ impl Store {
                 "dwell_s": left.dwell_s,
             });
             outbox::append(&tx, "customer_left", left.left_at_ms, &body)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Moves an open visit to another zone and records its `zone_changed` event, in one
+    /// transaction. A visit already ended (or unknown) is left alone.
+    pub fn record_zone_change(&mut self, moved: &ZoneChanged) -> anyhow::Result<()> {
+        let tx = self.write()?;
+        let visit_id = moved.visit_id.to_string();
+        let updated = tx.execute(
+            "UPDATE visits SET zone = ?2 WHERE visit_id = ?1 AND left_at_ms IS NULL",
+            params![visit_id, moved.zone],
+        )?;
+        if updated == 1 {
+            let body = serde_json::json!({
+                "visit_id": visit_id,
+                "customer_ref": outbox::customer_ref_of_visit(&tx, &visit_id)?,
+                "from_zone": moved.from_zone,
+                "zone": moved.zone,
+                "at_ms": moved.at_ms,
+            });
+            outbox::append(&tx, "zone_changed", moved.at_ms, &body)?;
         }
         tx.commit()?;
         Ok(())

@@ -91,6 +91,23 @@ impl Beacon {
         }
     }
 
+    /// The RSSI this advertiser says it is heard at from 1 m, in dBm: iBeacon's measured
+    /// power and AltBeacon's reference RSSI as they are, Eddystone's ranging data (stated
+    /// at 0 m) less the 41 dB it loses over the first metre. `None` for frames without one
+    /// and for iBeacon's 0, "not calibrated".
+    pub fn calibrated_rssi_1m(&self) -> Option<i16> {
+        match *self {
+            Beacon::IBeacon { tx_power: 0, .. } => None,
+            Beacon::IBeacon { tx_power, .. } | Beacon::AltBeacon { tx_power, .. } => {
+                Some(i16::from(tx_power))
+            }
+            Beacon::EddystoneUid { tx_power, .. } | Beacon::EddystoneEid { tx_power, .. } => {
+                Some(i16::from(tx_power) - 41)
+            }
+            Beacon::EddystoneUrl { .. } | Beacon::EddystoneTlm(_) => None,
+        }
+    }
+
     /// What identifies the device carrying this beacon, if the frame carries an identity at
     /// all (URL and TLM frames do not).
     pub fn identity(&self) -> Option<BeaconIdentity> {

@@ -9,6 +9,7 @@
 
 mod guard;
 mod owner;
+mod scanners;
 mod tablets;
 
 use std::net::SocketAddr;
@@ -64,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/visits/{visit_id}/ack", post(tablets::acknowledge))
         .route("/api/visits/{visit_id}/orders", post(tablets::order))
         .route("/api/visits/{visit_id}/feedback", post(tablets::feedback))
+        .route("/api/scanners/sightings", post(scanners::sightings))
         .route("/api/owner/status", get(owner::owner_status))
         .route("/api/owner/setup", post(owner::owner_setup))
         .route("/api/owner/login", post(owner::owner_login))
@@ -390,6 +392,7 @@ async fn metrics(
     paths(
         health, tablets::pair, tablets::present, tablets::stream_ticket, tablets::stream,
         tablets::rotate_token, tablets::acknowledge, tablets::order, tablets::feedback,
+        scanners::sightings,
         owner::owner_status, owner::owner_setup, owner::owner_login, owner::change_pin,
         owner::owner_overview, owner::pairing_code, owner::revoke, owner::claim
     ),
