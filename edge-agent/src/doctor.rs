@@ -298,9 +298,7 @@ async fn daemon_metrics(config: &Config) -> Metrics {
     let Some(base) = local_pos(config) else {
         return Err("the POS is off or on a port chosen at start".into());
     };
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
+    let client = crate::http_client(Duration::from_secs(5))
         .build()
         .map_err(|e| e.to_string())?;
     let mut request = client.get(format!("{base}/metrics"));

@@ -27,6 +27,14 @@ pub mod simulate;
 pub mod store;
 pub mod uplink;
 
+/// An HTTP client (the cloud's API, the main box of a scanner box, the box's own POS). reqwest
+/// is built without a TLS crypto provider of its own: the process's one is aws-lc-rs, as for
+/// the MQTT connection (installing it twice is harmless; the first stays).
+pub fn http_client(timeout: std::time::Duration) -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::builder().use_rustls_tls().timeout(timeout)
+}
+
 /// Milliseconds since the Unix epoch: the one clock unit of the pipeline.
 pub type Millis = u64;
 

@@ -175,13 +175,8 @@ fn base_url(cloud: &CloudConfig) -> anyhow::Result<String> {
 }
 
 fn http_client(cloud: &CloudConfig) -> anyhow::Result<reqwest::Client> {
-    // reqwest is built without a provider of its own: the process's one is aws-lc-rs, as for
-    // the MQTT connection. Installing it twice is harmless (the first stays).
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut builder = reqwest::Client::builder()
-        .use_rustls_tls()
-        .connect_timeout(Duration::from_secs(10))
-        .timeout(Duration::from_secs(30));
+    let mut builder =
+        crate::http_client(Duration::from_secs(30)).connect_timeout(Duration::from_secs(10));
     if let Some(path) = &cloud.ca_file {
         let pem = std::fs::read(path)
             .map_err(|e| anyhow::anyhow!("cannot read [cloud] ca_file {}: {e}", path.display()))?;

@@ -173,6 +173,14 @@ impl Mosquitto {
     /// A broker where each shop logs in as its shop id and may only touch its own subtree,
     /// the way a production broker is set up; `cloud` may touch every shop's.
     pub fn with_shop_acl(users: &[(&str, &str)]) -> Mosquitto {
+        Mosquitto::with_users(
+            users,
+            "user cloud\ntopic readwrite tastesync/v1/shops/#\n\npattern readwrite tastesync/v1/shops/%u/#\n",
+        )
+    }
+
+    /// A broker that takes only these users (`(name, password)`), with this ACL file.
+    pub fn with_users(users: &[(&str, &str)], acl: &str) -> Mosquitto {
         let dir = tempfile::tempdir().unwrap();
         let passwd = dir.path().join("passwd");
         std::fs::write(&passwd, "").unwrap();
@@ -185,16 +193,12 @@ impl Mosquitto {
                 .unwrap();
             assert!(status.success());
         }
-        let acl = dir.path().join("acl");
-        std::fs::write(
-            &acl,
-            "user cloud\ntopic readwrite tastesync/v1/shops/#\n\npattern readwrite tastesync/v1/shops/%u/#\n",
-        )
-        .unwrap();
+        let acl_file = dir.path().join("acl");
+        std::fs::write(&acl_file, acl).unwrap();
         let extra = format!(
             "allow_anonymous false\npassword_file {}\nacl_file {}",
             passwd.display(),
-            acl.display()
+            acl_file.display()
         );
         Mosquitto::start_in(dir, &extra)
     }

@@ -126,9 +126,7 @@ pub async fn forward(
     status: watch::Sender<String>,
     mut shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()?;
+    let client = crate::http_client(Duration::from_secs(5)).build()?;
     let endpoint = format!("{}/api/scanners/sightings", main.url.trim_end_matches('/'));
     let mut pending: Vec<Advertisement> = Vec::new();
     let mut every = tokio::time::interval(SEND_EVERY);
@@ -222,8 +220,7 @@ pub async fn pair(url: &str, code: &str, name: &str) -> Result<String, PairError
         url: url.to_string(),
         reason: e.to_string(),
     };
-    let response = reqwest::Client::builder()
-        .timeout(Duration::from_secs(10))
+    let response = crate::http_client(Duration::from_secs(10))
         .build()
         .map_err(unreachable)?
         .post(format!("{}/api/pair", url.trim_end_matches('/')))
