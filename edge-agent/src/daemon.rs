@@ -235,6 +235,7 @@ pub async fn run(
         cloud_sync: "not configured".into(),
         storage: "ok".into(),
         clock: clock::describe(),
+        scanners: Vec::new(),
     });
     let identity = Arc::new(IdentityFile::open(&config.identity_path())?);
     let box_id = identity.get().box_id;
@@ -354,6 +355,7 @@ pub async fn run(
             _ = reload.tick() => {
                 health_tx.send_modify(|h| {
                     h.pipeline = pipeline.stats();
+                    h.scanners = pipeline.scanners();
                     h.cloud_sync = sync_rx.borrow().clone();
                     h.storage = storage_rx.borrow().clone();
                     h.clock = clock::describe();

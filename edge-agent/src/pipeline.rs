@@ -70,6 +70,19 @@ pub struct PipelineStats {
     pub last_advertisement_ms: Option<Millis>,
 }
 
+/// A scanner the pipeline has heard from, for the owner page and `doctor`.
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+pub struct ScannerSeen {
+    pub name: String,
+    pub zone: String,
+    pub role: ScannerRole,
+    /// When it last heard anything (wall time, ms).
+    pub last_heard_ms: Millis,
+}
+
+/// Most scanners remembered (a shop has a handful; the least recently heard goes first).
+const MAX_SCANNERS: usize = 32;
+
 /// How often presence is re-evaluated and the EID table rolled, in pipeline time.
 const TICK_MS: Millis = 1_000;
 
@@ -80,6 +93,8 @@ pub struct Pipeline {
     next_tick: Millis,
     /// Wall time minus pipeline time, for the EID windows (see `crate::clock`).
     wall_offset_ms: i64,
+    /// Every scanner heard, with when it last heard anything (pipeline time).
+    scanners: Vec<(Arc<Scanner>, Millis)>,
 }
 
 impl Pipeline {
@@ -95,6 +110,7 @@ impl Pipeline {
             stats: PipelineStats::default(),
             next_tick: now_ms + TICK_MS,
             wall_offset_ms: 0,
+            scanners: Vec::new(),
         }
     }
 
@@ -110,6 +126,7 @@ impl Pipeline {
         if ad.scanner.role == ScannerRole::Door {
             self.tracker.door_heard(ad.at_ms);
         }
+        self.note_scanner(&ad.scanner, ad.at_ms);
         let beacon = match decode_advertisement(&ad.data) {
             Ok(Some(beacon)) => beacon,
             Ok(None) => return,
@@ -167,6 +184,50 @@ impl Pipeline {
                 .map(|at| at.saturating_add_signed(self.wall_offset_ms)),
             ..self.stats
         }
+    }
+
+    fn note_scanner(&mut self, scanner: &Arc<Scanner>, at: Millis) {
+        // Most advertisements come from the scanner of the one before.
+        if let Some((last, t)) = self.scanners.last_mut()
+            && Arc::ptr_eq(last, scanner)
+        {
+            *t = (*t).max(at);
+            return;
+        }
+        let found = self.scanners.iter().position(|(s, _)| s == scanner);
+        let i = match found {
+            Some(i) => i,
+            None => {
+                if self.scanners.len() >= MAX_SCANNERS {
+                    let quietest = (0..self.scanners.len())
+                        .min_by_key(|&i| self.scanners[i].1)
+                        .expect("not empty");
+                    self.scanners.swap_remove(quietest);
+                }
+                self.scanners.push((scanner.clone(), at));
+                self.scanners.len() - 1
+            }
+        };
+        let mut seen = self.scanners.swap_remove(i);
+        seen.0 = scanner.clone();
+        seen.1 = seen.1.max(at);
+        self.scanners.push(seen);
+    }
+
+    /// The scanners heard so far, the most recently heard first.
+    pub fn scanners(&self) -> Vec<ScannerSeen> {
+        let mut seen: Vec<ScannerSeen> = self
+            .scanners
+            .iter()
+            .map(|(s, at)| ScannerSeen {
+                name: s.name.clone(),
+                zone: s.zone.clone(),
+                role: s.role,
+                last_heard_ms: at.saturating_add_signed(self.wall_offset_ms),
+            })
+            .collect();
+        seen.sort_by(|a, b| b.last_heard_ms.cmp(&a.last_heard_ms));
+        seen
     }
 
     pub fn index(&self) -> &CustomerIndex {
@@ -267,5 +328,49 @@ mod tests {
         );
         assert_eq!(pipeline.stats().recognised, 3000);
         assert_eq!(events[0].customer(), CustomerId(5));
+    }
+
+    #[test]
+    fn the_scanners_heard_are_listed_most_recent_first() {
+        let mut pipeline = Pipeline::new(IndexSnapshot::default(), PresenceConfig::default(), 1, 0);
+        let (counter, door) = (
+            Scanner::local("counter"),
+            Scanner::new("box:3", "door", ScannerRole::Door),
+        );
+        let mut events = Vec::new();
+        for (at_ms, scanner) in [(1_000, &counter), (2_000, &door), (3_000, &counter)] {
+            let ad = Advertisement {
+                at_ms,
+                address: [0; 6],
+                rssi: -70,
+                data: vec![2, 1, 6],
+                scanner: scanner.clone(),
+            };
+            pipeline.process(&ad, &mut events);
+        }
+        // A scanner box's next batch comes with a new handle on the same scanner.
+        let again = Scanner::new("box:3", "door", ScannerRole::Door);
+        pipeline.process(
+            &Advertisement {
+                at_ms: 4_000,
+                address: [0; 6],
+                rssi: -70,
+                data: vec![2, 1, 6],
+                scanner: again,
+            },
+            &mut events,
+        );
+        let seen: Vec<_> = pipeline
+            .scanners()
+            .into_iter()
+            .map(|s| (s.name, s.zone, s.last_heard_ms))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("box:3".into(), "door".into(), 4_000),
+                ("local".into(), "counter".into(), 3_000)
+            ]
+        );
     }
 }

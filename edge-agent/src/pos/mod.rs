@@ -24,7 +24,7 @@ pub use hub::EventHub;
 
 use crate::config::Config;
 use crate::identity::IdentityFile;
-use crate::pipeline::{Advertisement, PipelineStats};
+use crate::pipeline::{Advertisement, PipelineStats, ScannerSeen};
 use crate::store::Store;
 use crate::{Millis, now_ms};
 
@@ -41,6 +41,8 @@ pub struct Health {
     pub storage: String,
     /// `synchronised`, or why times are provisional (see `crate::clock`).
     pub clock: String,
+    /// The shop's scanners heard so far: this box's own, scanner boxes, ESPresense nodes.
+    pub scanners: Vec<ScannerSeen>,
 }
 
 /// Shared by every request.
