@@ -226,7 +226,7 @@ impl Pipeline {
                 last_heard_ms: at.saturating_add_signed(self.wall_offset_ms),
             })
             .collect();
-        seen.sort_by(|a, b| b.last_heard_ms.cmp(&a.last_heard_ms));
+        seen.sort_by_key(|s| std::cmp::Reverse(s.last_heard_ms));
         seen
     }
 
