@@ -1,7 +1,7 @@
 //! Prometheus metrics of the box, served at `/metrics` on the POS listener to loopback
 //! clients, or to whoever presents `pos.metrics_token` (the shop's Wi-Fi never sees them
 //! unauthenticated). What the pipeline counted, the alerts' delivery to the tablets, the
-//! tablets connected, the outbox and the sync state.
+//! tablets connected, the outbox, the sync state and when each scanner last heard anything.
 //!
 //! Names follow Prometheus' conventions: `tastesync_edge_` first, base units (seconds),
 //! `_total` on counters.
@@ -164,6 +164,23 @@ pub fn render(now: &Now) -> anyhow::Result<String> {
         "scanner_running",
         "1 while the scanner runs",
         ConstGauge::new(i64::from(now.health.scanner_running)),
+    );
+    // Each of the shop's scanners (scanner boxes, ESPresense nodes): alert on one gone quiet.
+    let scanners =
+        Family::<[(String, String); 2], Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for seen in &now.health.scanners {
+        scanners
+            .get_or_create(&[
+                ("scanner".to_string(), seen.name.clone()),
+                ("zone".to_string(), seen.zone.clone()),
+            ])
+            .set(seen.last_heard_ms as f64 / 1000.0);
+    }
+    registry.register_with_unit(
+        "scanner_last_heard_timestamp",
+        "When each of the shop's scanners last heard anything, Unix time",
+        Unit::Seconds,
+        scanners,
     );
     let mut page = String::new();
     encode(&mut page, &registry)?;

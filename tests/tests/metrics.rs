@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tastesync_e2e::cloud::{Database, eventually, free_port};
 use tastesync_e2e::console::Console;
 use tastesync_e2e::pos::PosBox;
-use tastesync_e2e::workspace;
+use tastesync_e2e::{now_s, workspace};
 
 const TOKEN: &str = "a metrics token for Prometheus";
 
@@ -233,6 +233,17 @@ fn the_boxs_metrics_count_what_it_heard_and_answer_only_the_box_itself_or_the_to
         state(&page, "not claimed yet") == 1.0 && state(&page, "connected") == 0.0
     }));
     assert_eq!(value(&scraped, "tastesync_edge_storage_ok"), 1.0);
+    // The box's own radio, in the counter zone, heard lately (within two seconds' refresh).
+    assert!(eventually(5, || {
+        let page = scrape_url(&local, None).1;
+        parse(&page).samples.iter().any(|s| {
+            s.metric == "tastesync_edge_scanner_last_heard_timestamp_seconds"
+                && s.labels.get("scanner") == Some("local")
+                && s.labels.get("zone") == Some("counter")
+                && matches!(s.value, prometheus_parse::Value::Gauge(at)
+                    if (now_s() as f64 - at).abs() < 60.0)
+        })
+    }));
 
     // A box with a metrics token answers the network to that token only.
     let guarded = PosBox::start_on_lan(&format!("metrics_token = {TOKEN:?}"));
