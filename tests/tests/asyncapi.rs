@@ -78,6 +78,29 @@ fn every_mqtt_message_of_boxes_of_both_protocols_matches_the_document() {
             .unwrap();
         assert_eq!(answer.status(), 201, "{path}");
     }
+    // The customer walks out to the terrace, where a paired scanner box hears them loud and
+    // the box by the counter no longer does: a zone change.
+    let scanner = pos.pair("Terrace scanner");
+    let frame = format!(
+        "0201061aff4c00{}",
+        ibeacon_manufacturer_payload(tastesync_e2e::pos::UUID, 1, 1)
+    );
+    let moved = eventually(20, || {
+        let batch = json!({"zone": "terrace", "sightings": [
+            {"age_ms": 0, "address": "c0:11:22:33:44:01", "rssi": -50, "data": frame}
+        ]});
+        let sent = pos
+            .http
+            .post(pos.url("/api/scanners/sightings"))
+            .bearer_auth(&scanner)
+            .json(&batch)
+            .send()
+            .unwrap();
+        assert_eq!(sent.status(), 202);
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        pos.present(&tablet)["present"][0]["zone"] == "terrace"
+    });
+    assert!(moved, "moved to the terrace: {}", pos.present(&tablet));
     // A first-release box with visits of its own.
     let old = Shop::on_previous_release();
     old.record_offline("busan-1", 6);
@@ -90,7 +113,7 @@ fn every_mqtt_message_of_boxes_of_both_protocols_matches_the_document() {
     };
     assert!(eventually(30, || kinds("seoul-1")
         == [
-            "alert_acknowledged,customer_arrived,feedback_recorded,order_recorded"
+            "alert_acknowledged,customer_arrived,feedback_recorded,order_recorded,zone_changed"
         ]));
     assert!(eventually(20, || database
         .query("SELECT count(*) FROM boxes WHERE downlink_applied > 0")
