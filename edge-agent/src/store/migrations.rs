@@ -155,6 +155,31 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE meta ADD COLUMN provisional_since_ms INTEGER;
     ALTER TABLE meta ADD COLUMN provisional_at_ms INTEGER;
     ALTER TABLE meta ADD COLUMN provisional_boot_ms INTEGER;",
+    // 9: the owner's floor map. The plan's image (one at most), where zones and scanners are
+    // on it (fractions of the image), and each visit's stays per zone, for the zones' figures
+    // (they go with their visit: retention, a customer's deletion). Visits open at the
+    // upgrade have no stays; they count from their next move.
+    "CREATE TABLE floor_plan (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        content_type TEXT NOT NULL,
+        image BLOB NOT NULL,
+        updated_at_ms INTEGER NOT NULL
+    );
+    CREATE TABLE floor_marks (
+        kind TEXT NOT NULL CHECK (kind IN ('zone', 'scanner')),
+        name TEXT NOT NULL,
+        x REAL NOT NULL CHECK (x BETWEEN 0 AND 1),
+        y REAL NOT NULL CHECK (y BETWEEN 0 AND 1),
+        PRIMARY KEY (kind, name)
+    );
+    CREATE TABLE zone_stays (
+        visit_id TEXT NOT NULL REFERENCES visits(visit_id) ON DELETE CASCADE,
+        zone TEXT NOT NULL,
+        from_ms INTEGER NOT NULL,
+        to_ms INTEGER
+    );
+    CREATE INDEX zone_stays_from ON zone_stays(from_ms);
+    CREATE INDEX zone_stays_visit ON zone_stays(visit_id);",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction. The

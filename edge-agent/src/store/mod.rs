@@ -4,6 +4,7 @@
 //! are never stored. Every write is one transaction; commits are durable (`synchronous=FULL`).
 
 mod downlink;
+pub mod floor;
 mod import;
 mod migrations;
 mod outbox;
@@ -224,7 +225,8 @@ impl Store {
         Ok(removed > 0)
     }
 
-    /// Records the start of a visit and its `customer_arrived` event, in one transaction.
+    /// Records the start of a visit (and its first stay, in its zone) and its
+    /// `customer_arrived` event, in one transaction.
     pub fn record_arrival(&mut self, arrived: &CustomerArrived) -> anyhow::Result<()> {
         let tx = self.write()?;
         let visit_id = arrived.visit_id.to_string();
@@ -239,6 +241,7 @@ impl Store {
             ],
         )?;
         if inserted == 1 {
+            floor::open_stay(&tx, &visit_id, &arrived.zone, arrived.arrived_at_ms)?;
             let body = serde_json::json!({
                 "visit_id": visit_id,
                 "customer_ref": outbox::customer_ref_of_visit(&tx, &visit_id)?,
@@ -251,7 +254,8 @@ impl Store {
         Ok(())
     }
 
-    /// Records the end of a visit and its `customer_left` event, in one transaction.
+    /// Records the end of a visit (closing its stay) and its `customer_left` event, in one
+    /// transaction.
     pub fn record_departure(&mut self, left: &CustomerLeft) -> anyhow::Result<()> {
         let tx = self.write()?;
         let visit_id = left.visit_id.to_string();
@@ -261,6 +265,7 @@ impl Store {
             params![visit_id, left.left_at_ms, left.dwell_s, left.zone],
         )?;
         if updated == 1 {
+            floor::close_stay(&tx, &visit_id, left.left_at_ms)?;
             let body = serde_json::json!({
                 "visit_id": visit_id,
                 "customer_ref": outbox::customer_ref_of_visit(&tx, &visit_id)?,
@@ -275,8 +280,9 @@ impl Store {
         Ok(())
     }
 
-    /// Moves an open visit to another zone and records its `zone_changed` event, in one
-    /// transaction. A visit already ended (or unknown) is left alone.
+    /// Moves an open visit to another zone (its stay there starts) and records its
+    /// `zone_changed` event, in one transaction. A visit already ended (or unknown) is left
+    /// alone.
     pub fn record_zone_change(&mut self, moved: &ZoneChanged) -> anyhow::Result<()> {
         let tx = self.write()?;
         let visit_id = moved.visit_id.to_string();
@@ -285,6 +291,8 @@ impl Store {
             params![visit_id, moved.zone],
         )?;
         if updated == 1 {
+            floor::close_stay(&tx, &visit_id, moved.at_ms)?;
+            floor::open_stay(&tx, &visit_id, &moved.zone, moved.at_ms)?;
             let body = serde_json::json!({
                 "visit_id": visit_id,
                 "customer_ref": outbox::customer_ref_of_visit(&tx, &visit_id)?,
@@ -381,6 +389,8 @@ impl Store {
         for (table, column) in [
             ("visits", "arrived_at_ms"),
             ("visits", "left_at_ms"),
+            ("zone_stays", "from_ms"),
+            ("zone_stays", "to_ms"),
             ("pos_events", "at_ms"),
             ("alert_acks", "at_ms"),
             ("orders", "at_ms"),

@@ -567,6 +567,19 @@ fn provisional_times_are_held_back_then_corrected_everywhere() {
         .find(|v| v.visit_id == before.visit_id.to_string())
         .unwrap();
     assert_eq!(earlier.arrived_at_ms, 1000, "a trusted time is left alone");
+    let stay: (u64, u64) = store
+        .conn
+        .query_row(
+            "SELECT from_ms, to_ms FROM zone_stays WHERE visit_id = ?1",
+            [arrived.visit_id.to_string()],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        stay,
+        (6000 + hours as u64, 9000 + hours as u64),
+        "the zone's stay too"
+    );
 }
 
 #[test]

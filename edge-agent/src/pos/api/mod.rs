@@ -7,6 +7,7 @@
 //! or streams (with `Retry-After`), 503 the store busy, 507 the store full. The OpenAPI document
 //! (`/api/openapi.json`) is generated from the annotations on the handlers.
 
+mod floor;
 mod guard;
 mod owner;
 mod scanners;
@@ -21,7 +22,7 @@ use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
 use serde::Serialize;
 use tastesync_shared::access::{MetricsRefusal, metrics_access};
@@ -74,6 +75,19 @@ pub fn router(state: AppState) -> Router {
         .route("/api/owner/pairing-codes", post(owner::pairing_code))
         .route("/api/owner/devices/{id}", delete(owner::revoke))
         .route("/api/owner/claim", post(owner::claim))
+        .route("/api/owner/floor", get(floor::floor))
+        .route(
+            "/api/owner/floor/plan",
+            get(floor::plan)
+                .put(floor::save_plan)
+                .delete(floor::delete_plan)
+                // The only route taking more than a few kB: an image.
+                .layer(DefaultBodyLimit::max(floor::MAX_PLAN_BYTES)),
+        )
+        .route(
+            "/api/owner/floor/marks/{kind}/{name}",
+            put(floor::place_mark).delete(floor::remove_mark),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "no such page or API route") })
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::from_fn_with_state(
@@ -394,7 +408,9 @@ async fn metrics(
         tablets::rotate_token, tablets::acknowledge, tablets::order, tablets::feedback,
         scanners::sightings,
         owner::owner_status, owner::owner_setup, owner::owner_login, owner::change_pin,
-        owner::owner_overview, owner::pairing_code, owner::revoke, owner::claim
+        owner::owner_overview, owner::pairing_code, owner::revoke, owner::claim,
+        floor::save_plan, floor::plan, floor::delete_plan, floor::floor, floor::place_mark,
+        floor::remove_mark
     ),
     components(schemas(Alert, Device, OwnerSummary, Health, PipelineStats)),
     modifiers(&BearerSchemes)

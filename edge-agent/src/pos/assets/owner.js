@@ -1,8 +1,13 @@
-// The owner's page: today's figures (satisfaction is private to the owner), paired tablets,
-// pairing codes, the box's health, and claiming a blank box for the shop.
+// The owner's page: today's figures (satisfaction is private to the owner), the floor map
+// (who is in which zone now), paired tablets, pairing codes, the box's health, and claiming a
+// blank box for the shop.
 let session = sessionStorage.getItem("ownerSession");
 let pinSet = true;
 let overview = null;
+let floor = null; // GET /api/owner/floor
+let planUrl = null; // object URL of the plan's image, loaded with the session token
+let planStale = true; // the image changed (or was never loaded)
+let placing = null; // { kind, name } while the owner picks a spot on the plan
 
 async function api(path, options = {}) {
   const res = await fetch(path, {
@@ -91,6 +96,7 @@ function render() {
   const claimable = b.standing === "setup" || b.standing === "revoked";
   document.getElementById("claim").hidden = !claimable;
   document.getElementById("claim-help").textContent = t(b.standing === "revoked" ? "claim_help_revoked" : "claim_help");
+  renderFloor();
 }
 
 document.getElementById("claim").addEventListener("submit", async (e) => {
@@ -111,10 +117,169 @@ document.getElementById("claim").addEventListener("submit", async (e) => {
 
 async function refresh() {
   const midnight = new Date(); midnight.setHours(0, 0, 0, 0);
-  const offset = -new Date().getTimezoneOffset();
-  overview = await api(`/api/owner/overview?since_ms=${midnight.getTime()}&tz_offset_min=${offset}`);
+  const today = `since_ms=${midnight.getTime()}&tz_offset_min=${-new Date().getTimezoneOffset()}`;
+  [overview, floor] = await Promise.all([api(`/api/owner/overview?${today}`), api(`/api/owner/floor?${today}`)]);
+  await loadPlan().catch((err) => { document.getElementById("floor-error").textContent = err.message; });
   render();
 }
+
+// The floor map. The plan's image needs the session token, so it is fetched and shown
+// through an object URL rather than by its address.
+async function loadPlan() {
+  if (!floor.has_plan) {
+    if (planUrl) URL.revokeObjectURL(planUrl);
+    planUrl = null;
+    planStale = true;
+    return;
+  }
+  if (planUrl && !planStale) return;
+  const res = await fetch("/api/owner/floor/plan", { headers: { Authorization: `Bearer ${session}` } });
+  if (!res.ok) throw new Error((await res.json().catch(() => ({}))).error || res.statusText);
+  const url = URL.createObjectURL(await res.blob());
+  if (planUrl) URL.revokeObjectURL(planUrl);
+  planUrl = url;
+  planStale = false;
+}
+
+function duration(s) {
+  return s < 60 ? `${Math.round(s)} ${t("sec")}` : `${Math.round(s / 60)} ${t("min")}`;
+}
+
+// Heard by the box in the last minute, silent for longer, or not at all since it started.
+function scannerState(name) {
+  const seen = overview.health.scanners.find((s) => s.name === name);
+  if (!seen) return "never";
+  return Date.now() - seen.last_heard_ms < 60000 ? "heard" : "silent";
+}
+
+function markNode(mark) {
+  const node = el("div", { class: `mark ${mark.kind}`, "data-kind": mark.kind, "data-name": mark.name });
+  // Through the style object, not a style attribute: allowed by a strict CSP too.
+  node.style.left = `${mark.x * 100}%`;
+  node.style.top = `${mark.y * 100}%`;
+  if (mark.kind === "zone") {
+    const zone = floor.zones.find((z) => z.zone === mark.name) || { visits_today: 0, average_dwell_s: null, present: [] };
+    const figures = [t("zone_visits", { n: zone.visits_today })];
+    if (zone.average_dwell_s !== null) figures.push(t("zone_dwell", { time: duration(zone.average_dwell_s) }));
+    if (zone.present.length) node.classList.add("busy");
+    node.append(el("b", {}, mark.name), el("span", { class: "meta figures" }, figures.join(" · ")),
+      el("ul", {}, zone.present.map((p) => el("li", { "data-visit-id": p.visit_id }, p.display_name))));
+  } else {
+    const state = scannerState(mark.name);
+    node.classList.add(state);
+    node.title = t(`scanner_${state}`);
+    node.append(el("span", { class: `dot ${state}` }), mark.name,
+      el("span", { class: "meta state" }, ` · ${t(`scanner_${state}`)}`));
+  }
+  node.append(el("button", {
+    class: "remove", type: "button", title: t("remove_mark", { name: mark.name }),
+    "aria-label": t("remove_mark", { name: mark.name }),
+    onclick: (e) => { e.stopPropagation(); removeMark(mark); },
+  }, "×"));
+  return node;
+}
+
+function renderFloor() {
+  if (!floor) return;
+  const shown = Boolean(floor.has_plan && planUrl);
+  const plan = document.getElementById("floor-plan");
+  plan.hidden = !shown;
+  plan.classList.toggle("placing", Boolean(placing));
+  const image = document.getElementById("floor-image");
+  if (shown && image.getAttribute("src") !== planUrl) image.src = planUrl;
+  document.getElementById("floor-remove-plan").hidden = !floor.has_plan;
+  for (const id of ["place-zone", "place-scanner"]) document.getElementById(id).disabled = !shown;
+  document.getElementById("floor-help").textContent =
+    placing ? t("floor_click", { name: placing.name }) : t(floor.has_plan ? "floor_help" : "floor_no_plan");
+  document.getElementById("floor-marks").replaceChildren(...(shown ? floor.marks.map(markNode) : []));
+
+  // The scanners the box hears (and those already placed), to choose from.
+  const select = document.getElementById("scanner-name");
+  const names = [...new Set([...overview.health.scanners.map((s) => s.name),
+    ...floor.marks.filter((m) => m.kind === "scanner").map((m) => m.name)])];
+  const chosen = select.value;
+  select.replaceChildren(...(names.length
+    ? names.map((n) => el("option", { value: n }, `${n} (${overview.health.scanners.find((s) => s.name === n)?.zone || "?"})`))
+    : [el("option", { value: "" }, t("floor_no_scanners"))]));
+  if (names.includes(chosen)) select.value = chosen;
+
+  // Zones where customers are or were today but not on the plan: placing them shows them there.
+  const marked = new Set(floor.marks.filter((m) => m.kind === "zone").map((m) => m.name));
+  const unplaced = floor.zones.filter((z) => !marked.has(z.zone));
+  document.getElementById("floor-unplaced").replaceChildren(...(unplaced.length ? [
+    el("h3", { class: "meta" }, t("floor_unplaced")),
+    el("ul", {}, unplaced.map((z) => el("li", { "data-zone": z.zone }, el("b", {}, z.zone), " ",
+      el("span", { class: "meta" }, [t("zone_visits", { n: z.visits_today }),
+        z.present.length ? t("floor_here", { n: z.present.length }) : null].filter(Boolean).join(" · "))))),
+  ] : []));
+}
+
+function startPlacing(kind, name) {
+  document.getElementById("floor-error").textContent = "";
+  if (!name) {
+    document.getElementById("floor-error").textContent = t(kind === "zone" ? "floor_need_name" : "floor_no_scanners");
+    return;
+  }
+  placing = { kind, name };
+  renderFloor();
+}
+
+document.getElementById("place-zone").addEventListener("click", () =>
+  startPlacing("zone", document.getElementById("zone-name").value.trim()));
+document.getElementById("place-scanner").addEventListener("click", () =>
+  startPlacing("scanner", document.getElementById("scanner-name").value));
+document.addEventListener("keydown", (e) => { if (e.key === "Escape" && placing) { placing = null; renderFloor(); } });
+
+document.getElementById("floor-plan").addEventListener("click", async (e) => {
+  if (!placing) return;
+  const box = document.getElementById("floor-image").getBoundingClientRect();
+  const within = (v) => Math.min(1, Math.max(0, v));
+  const at = { x: within((e.clientX - box.left) / box.width), y: within((e.clientY - box.top) / box.height) };
+  const { kind, name } = placing;
+  placing = null;
+  try {
+    await api(`/api/owner/floor/marks/${kind}/${encodeURIComponent(name)}`, { method: "PUT", body: JSON.stringify(at) });
+    if (kind === "zone") document.getElementById("zone-name").value = "";
+    await refresh();
+  } catch (err) {
+    document.getElementById("floor-error").textContent = err.message;
+    renderFloor();
+  }
+});
+
+async function removeMark(mark) {
+  try {
+    await api(`/api/owner/floor/marks/${mark.kind}/${encodeURIComponent(mark.name)}`, { method: "DELETE" });
+    await refresh();
+  } catch (err) {
+    document.getElementById("floor-error").textContent = err.message;
+  }
+}
+
+document.getElementById("floor-file").addEventListener("change", async (e) => {
+  const file = e.target.files[0];
+  e.target.value = "";
+  if (!file) return;
+  const error = document.getElementById("floor-error");
+  error.textContent = "";
+  const res = await fetch("/api/owner/floor/plan", {
+    method: "PUT",
+    headers: { "Content-Type": file.type || "application/octet-stream", Authorization: `Bearer ${session}` },
+    body: file,
+  });
+  if (!res.ok) { error.textContent = (await res.json().catch(() => ({}))).error || res.statusText; return; }
+  planStale = true;
+  await refresh().catch((err) => { error.textContent = err.message; });
+});
+
+document.getElementById("floor-remove-plan").addEventListener("click", async () => {
+  try {
+    await api("/api/owner/floor/plan", { method: "DELETE" });
+    await refresh();
+  } catch (err) {
+    document.getElementById("floor-error").textContent = err.message;
+  }
+});
 
 async function revoke(id) { await api(`/api/owner/devices/${id}`, { method: "DELETE" }); refresh(); }
 

@@ -89,7 +89,7 @@ async function connect(since) {
     source.close();
     setTimeout(() => connect(lastEventId), 2000);
   };
-  for (const kind of ["arrival", "departure", "ack"]) source.addEventListener(kind, seen);
+  for (const kind of ["arrival", "departure", "ack", "zone"]) source.addEventListener(kind, seen);
   source.addEventListener("arrival", (e) => {
     const alert = JSON.parse(e.data);
     alert.fresh = true;
@@ -106,6 +106,13 @@ async function connect(since) {
     const a = JSON.parse(e.data);
     const v = visits.get(a.visit_id);
     if (v) v.acknowledged_by = a.acknowledged_by;
+    render();
+  });
+  // A customer moved to another zone of the shop (several scanners).
+  source.addEventListener("zone", (e) => {
+    const z = JSON.parse(e.data);
+    const v = visits.get(z.visit_id);
+    if (v && !v.left_at_ms) v.zone = z.zone;
     render();
   });
   source.addEventListener("reset", () => load());
