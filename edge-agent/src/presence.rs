@@ -264,18 +264,35 @@ impl Link {
 
     /// Count and (lower) median of the levels heard in `from..=to`, or `None` if none.
     fn median(&self, from: Millis, to: Millis) -> Option<(usize, i16)> {
-        let mut values = [0i16; MAX_SAMPLES];
-        let mut n = 0;
-        for &(t, level) in &self.samples {
-            if t >= from && t <= to {
-                values[n] = level;
-                n += 1;
-            }
+        median_of(
+            self.samples
+                .iter()
+                .filter(|&&(t, _)| t >= from && t <= to)
+                .map(|&(_, level)| level),
+        )
+    }
+
+    /// The levels heard in the window `from..=now` that ends with the newest sighting,
+    /// newest first: it reads only that window (samples are kept in time order).
+    fn recent(&self, from: Millis, now: Millis) -> impl Iterator<Item = i16> + '_ {
+        self.samples
+            .iter()
+            .rev()
+            .take_while(move |&&(t, _)| t >= from)
+            .filter(move |&&(t, _)| t <= now)
+            .map(|&(_, level)| level)
+    }
+
+    /// How many sightings `from..=now` holds, and whether their (lower) median is at least
+    /// `level`, without sorting: that median is at least `level` when no more than
+    /// `(n - 1) / 2` of them are below it. This runs for every sighting of a customer.
+    fn median_at_least(&self, from: Millis, now: Millis, level: i16) -> (usize, bool) {
+        let (mut n, mut below) = (0, 0);
+        for heard in self.recent(from, now) {
+            n += 1;
+            below += usize::from(heard < level);
         }
-        let values = &mut values[..n];
-        values.sort_unstable();
-        // Lower median for even counts: the conservative choice for arrivals.
-        (n > 0).then(|| (n, values[(n - 1) / 2]))
+        (n, n > 0 && below <= (n - 1) / 2)
     }
 
     /// Someone passing the door scanner closely: its loudest sighting of the door window
@@ -284,29 +301,30 @@ impl Link {
     fn at_door(&self, config: &PresenceConfig, now: Millis) -> bool {
         let from = now.saturating_sub(config.door_window_ms - 1);
         let (mut n, mut loudest) = (0, i16::MIN);
-        for &(t, level) in self.samples.iter().rev().take_while(|&&(t, _)| t >= from) {
-            if t <= now {
-                n += 1;
-                loudest = loudest.max(level);
-            }
+        for level in self.recent(from, now) {
+            n += 1;
+            loudest = loudest.max(level);
         }
         n >= config.door_sightings && loudest >= config.door_rssi
     }
 
     fn near(&self, config: &PresenceConfig, now: Millis) -> bool {
-        self.median(now.saturating_sub(config.smoothing_window_ms - 1), now)
-            .is_some_and(|(n, m)| n >= config.min_sightings && m >= config.arrive_rssi)
+        let from = now.saturating_sub(config.smoothing_window_ms - 1);
+        let (n, loud) = self.median_at_least(from, now, config.arrive_rssi);
+        n >= config.min_sightings && loud
     }
 
     fn staying(&self, config: &PresenceConfig, now: Millis) -> bool {
         let from = now.saturating_sub(config.settle_window_ms - 1);
         let half = from + config.settle_window_ms / 2;
-        let Some((n, median)) = self.median(from, now) else {
-            return false;
-        };
-        if n < config.settle_sightings || median < config.settle_rssi {
+        // The cheap test first: most sightings stop here.
+        let (n, loud) = self.median_at_least(from, now, config.settle_rssi);
+        if n < config.settle_sightings || !loud {
             return false;
         }
+        let Some((_, median)) = self.median(from, now) else {
+            return false;
+        };
         // Heard across the whole window, not in one burst, and not moving away.
         let (Some((_, early)), Some((_, late))) =
             (self.median(from, half - 1), self.median(half, now))
@@ -333,14 +351,28 @@ impl Link {
     }
 
     fn still_near(&self, config: &PresenceConfig, now: Millis) -> bool {
-        self.short_median(config, now)
-            .is_some_and(|m| m >= config.leave_rssi)
+        let from = now.saturating_sub(config.smoothing_window_ms - 1);
+        self.median_at_least(from, now, config.leave_rssi).1
     }
 
     fn short_median(&self, config: &PresenceConfig, now: Millis) -> Option<i16> {
-        self.median(now.saturating_sub(config.smoothing_window_ms - 1), now)
-            .map(|(_, m)| m)
+        let from = now.saturating_sub(config.smoothing_window_ms - 1);
+        median_of(self.recent(from, now)).map(|(_, m)| m)
     }
+}
+
+/// Count and (lower) median of at most [`MAX_SAMPLES`] levels, or `None` if none. The lower
+/// median for even counts: the conservative choice for arrivals.
+fn median_of(levels: impl Iterator<Item = i16>) -> Option<(usize, i16)> {
+    let mut values = [0i16; MAX_SAMPLES];
+    let mut n = 0;
+    for (slot, level) in values.iter_mut().zip(levels) {
+        *slot = level;
+        n += 1;
+    }
+    let values = &mut values[..n];
+    values.sort_unstable();
+    (n > 0).then(|| (n, values[(n - 1) / 2]))
 }
 
 #[derive(Debug, Default)]
