@@ -5,7 +5,7 @@
 // feedback) and STOPPED (the box was stopped) on its stdin.
 import { readFileSync } from "node:fs";
 import { createInterface } from "node:readline";
-import { chromium } from "playwright-core";
+import { browser } from "./chromium.mjs";
 
 const base = process.env.BASE_URL;
 const shots = process.env.SCREENSHOT_DIR;
@@ -15,11 +15,6 @@ const waitFor = async (word) => {
   if (value !== word) throw new Error(`expected ${word} from the test, got ${value}`);
 };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: "en-US", acceptDownloads: true });
   const page = await context.newPage();

@@ -6,7 +6,7 @@
 // move. Protocol on stdout: "READY" when the marks are placed (then the test makes C1
 // arrive at the counter), "AT_COUNTER" when the page shows them there (then the test moves
 // them to the door), "DONE" at the end. A tablet page open meanwhile shows the move as well.
-import { chromium } from "playwright-core";
+import { browser, fail } from "./chromium.mjs";
 
 const base = process.env.BASE_URL;
 const shots = process.env.SCREENSHOT_DIR;
@@ -14,16 +14,6 @@ const pin = process.env.OWNER_PIN;
 const name = process.env.CUSTOMER_NAME;
 const tabletToken = process.env.DEVICE_TOKEN;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const fail = async (message) => {
-  console.error(message);
-  await browser.close();
-  process.exit(1);
-};
 
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, locale: "en-US" });

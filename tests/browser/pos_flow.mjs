@@ -5,7 +5,7 @@
 // Driven by tests/tests/browser.rs, which runs the box and injects the advertisements.
 // Protocol on stdout: "READY" when the tablet page is live (then the test injects an
 // arrival), "SHOWN <unix ms>" when the alert appears, "DONE" at the end.
-import { chromium } from "playwright-core";
+import { browser, fail } from "./chromium.mjs";
 
 const base = process.env.BASE_URL;
 const token = process.env.DEVICE_TOKEN;
@@ -13,16 +13,6 @@ const shots = process.env.SCREENSHOT_DIR;
 const name = process.env.CUSTOMER_NAME;
 const setupCode = process.env.SETUP_CODE;
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
-const fail = async (message) => {
-  console.error(message);
-  await browser.close();
-  process.exit(1);
-};
 
 try {
   const context = await browser.newContext({ viewport: { width: 1180, height: 820 }, locale: "en-US" });

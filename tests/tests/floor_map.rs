@@ -8,6 +8,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use tastesync_e2e::cloud::eventually;
 use tastesync_e2e::pos::{PosBox, UUID};
 use tastesync_e2e::{assert_schemathesis_passes, browser_flow, ibeacon_manufacturer_payload};
 
@@ -18,18 +19,6 @@ fn png(len: usize) -> Vec<u8> {
     let mut image = b"\x89PNG\r\n\x1a\n".to_vec();
     image.resize(len.max(image.len()), 0);
     image
-}
-
-/// Waits up to `seconds` for `check`.
-fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
-    let until = Instant::now() + Duration::from_secs(seconds);
-    while Instant::now() < until {
-        if check() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    check()
 }
 
 /// For `seconds`, twice a second: a scanner box by the door (paired as `scanner`) hears C1
