@@ -63,7 +63,12 @@ fn seed(dir: &Path, customers: usize) -> (std::path::PathBuf, Vec<String>) {
         .map(|i| {
             let token = auth::new_token();
             store
-                .add_device(&format!("Tablet {i}"), &auth::hash(&token), now_ms())
+                .add_device(
+                    &format!("Tablet {i}"),
+                    tastesync_edge::store::DeviceKind::Tablet,
+                    &auth::hash(&token),
+                    now_ms(),
+                )
                 .unwrap();
             token
         })

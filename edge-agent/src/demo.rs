@@ -139,7 +139,12 @@ pub async fn run(options: DemoOptions) -> anyhow::Result<()> {
     )?;
     // A tablet already paired, so a newcomer sees alerts at once.
     let tablet_token = crate::pos::auth::new_token();
-    store.add_device("Demo tablet", &crate::pos::auth::hash(&tablet_token), start)?;
+    store.add_device(
+        "Demo tablet",
+        crate::store::DeviceKind::Tablet,
+        &crate::pos::auth::hash(&tablet_token),
+        start,
+    )?;
     drop(store);
 
     if options.broker.is_some() && options.cloud.is_some() {

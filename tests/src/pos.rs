@@ -124,6 +124,11 @@ impl PosBox {
         pair(&self.base, &self.pairing_code(), name)
     }
 
+    /// Pairs a scanner box (as `tastesync-edge pair-scanner` does); returns its token.
+    pub fn pair_scanner(&self, name: &str) -> String {
+        pair_as(&self.base, &self.pairing_code(), name, "scanner")
+    }
+
     /// The tag of customer C<minor> advertises near the counter three times: an arrival.
     pub fn customer_arrives(&mut self, minor: u16) {
         for _ in 0..3 {
@@ -210,9 +215,14 @@ fn owner_token(url: &str, pin: &str, status: u16) -> String {
 
 /// Pairs a tablet with the box at `base` using `code`; returns the tablet's token.
 pub fn pair(base: &str, code: &str, name: &str) -> String {
+    pair_as(base, code, name, "tablet")
+}
+
+/// Pairs a device of `kind` (`tablet` or `scanner`) with the code; returns its token.
+fn pair_as(base: &str, code: &str, name: &str, kind: &str) -> String {
     let response = crate::http()
         .post(format!("{base}/api/pair"))
-        .json(&serde_json::json!({"code": code, "name": name}))
+        .json(&serde_json::json!({"code": code, "name": name, "kind": kind}))
         .send()
         .unwrap();
     assert_eq!(response.status(), 201);

@@ -80,7 +80,7 @@ fn every_mqtt_message_of_boxes_of_both_protocols_matches_the_document() {
     }
     // The customer walks out to the terrace, where a paired scanner box hears them loud and
     // the box by the counter no longer does: a zone change.
-    let scanner = pos.pair("Terrace scanner");
+    let scanner = pos.pair_scanner("Terrace scanner");
     let frame = format!(
         "0201061aff4c00{}",
         ibeacon_manufacturer_payload(tastesync_e2e::pos::UUID, 1, 1)

@@ -51,7 +51,7 @@ fn the_owner_places_zones_on_the_plan_and_sees_a_customer_move_from_counter_to_d
     let (mut flow, shots) = browser_flow("floor_flow.mjs");
     let mut pos = PosBox::start();
     let owner = pos.owner_session(PIN);
-    let scanner = pos.pair("Door scanner");
+    let scanner = pos.pair_scanner("Door scanner");
     let tablet = pos.pair("Counter tablet");
     // The box's radio hears something (a tag of no customer), so the page offers it.
     pos.mock.send(serde_json::json!({

@@ -233,7 +233,7 @@ fn three_kinds_of_scanner_make_one_visit_whose_zone_moves_and_reaches_postgres()
 }
 
 #[test]
-fn only_a_paired_device_may_send_sightings_and_bad_batches_are_refused() {
+fn only_a_paired_scanner_box_may_send_sightings_and_may_do_nothing_else() {
     let main = PosBox::start();
     let url = main.url("/api/scanners/sightings");
     let batch = serde_json::json!({"zone": "door", "role": "door", "sightings": [
@@ -250,7 +250,33 @@ fn only_a_paired_device_may_send_sightings_and_bad_batches_are_refused() {
         .send()
         .unwrap();
     assert_eq!(forged.status(), 401);
-    let token = main.pair("Door scanner");
+    // A tablet's token sends no sightings, and a scanner box's reads nobody's data.
+    let tablet = main.pair("Counter tablet");
+    let as_tablet = main
+        .http
+        .post(&url)
+        .bearer_auth(&tablet)
+        .json(&batch)
+        .send()
+        .unwrap();
+    assert_eq!(as_tablet.status(), 403);
+    let token = main.pair_scanner("Door scanner");
+    for path in ["/api/present", "/api/stream"] {
+        let read = main
+            .http
+            .get(main.url(path))
+            .bearer_auth(&token)
+            .send()
+            .unwrap();
+        assert_eq!(read.status(), 403, "{path}");
+    }
+    let ticket = main
+        .http
+        .post(main.url("/api/stream-tickets"))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(ticket.status(), 403);
     let bad = serde_json::json!({"zone": "door", "sightings": [
         {"age_ms": 100, "address": "nonsense", "rssi": -55, "data": "02"}
     ]});

@@ -224,7 +224,7 @@ pub async fn pair(url: &str, code: &str, name: &str) -> Result<String, PairError
         .build()
         .map_err(unreachable)?
         .post(format!("{}/api/pair", url.trim_end_matches('/')))
-        .json(&serde_json::json!({ "code": code, "name": name }))
+        .json(&serde_json::json!({ "code": code, "name": name, "kind": "scanner" }))
         .send()
         .await
         .map_err(unreachable)?;

@@ -180,6 +180,11 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX zone_stays_from ON zone_stays(from_ms);
     CREATE INDEX zone_stays_visit ON zone_stays(visit_id);",
+    // 10: what a paired device is. A scanner box's token may only send sightings, and a
+    // tablet's may not: a box by the door must not be able to read who is in the shop.
+    // Devices paired before are tablets.
+    "ALTER TABLE pos_devices ADD COLUMN kind TEXT NOT NULL DEFAULT 'tablet'
+        CHECK (kind IN ('tablet', 'scanner'));",
 ];
 
 /// Applies the migrations the database has not seen yet, each in its own transaction. The

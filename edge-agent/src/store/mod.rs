@@ -25,7 +25,8 @@ pub use downlink::Applied;
 pub use import::{ImportError, ImportReport, RowError};
 pub use outbox::OutboxRow;
 pub use pos::{
-    ActionOutcome, Alert, Device, DeviceAuth, OwnerSummary, PosEvent, Present, StaffAction,
+    ActionOutcome, Alert, Device, DeviceAuth, DeviceKind, OwnerSummary, PosEvent, Present,
+    StaffAction,
 };
 
 /// An open store.

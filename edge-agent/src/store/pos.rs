@@ -47,13 +47,35 @@ pub struct Alert {
 /// A customer currently in the shop, as the "in the shop now" list shows them.
 pub type Present = Alert;
 
-/// A paired tablet.
+/// A paired tablet (or scanner box).
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Device {
     pub id: i64,
     pub name: String,
+    pub kind: DeviceKind,
     pub paired_at_ms: Millis,
     pub revoked_at_ms: Option<Millis>,
+}
+
+/// What a paired device may do: a tablet everything staff do; a scanner box only send what
+/// it hears (it never sees a customer).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceKind {
+    #[default]
+    Tablet,
+    Scanner,
+}
+
+impl DeviceKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            DeviceKind::Tablet => "tablet",
+            DeviceKind::Scanner => "scanner",
+        }
+    }
 }
 
 /// What a presented device token is.
@@ -386,16 +408,19 @@ impl Store {
     pub fn add_device(
         &mut self,
         name: &str,
+        kind: DeviceKind,
         token_hash: &[u8; 32],
         at: Millis,
     ) -> anyhow::Result<Device> {
         self.conn.execute(
-            "INSERT INTO pos_devices (name, token_hash, paired_at_ms) VALUES (?1, ?2, ?3)",
-            params![name, token_hash.as_slice(), at],
+            "INSERT INTO pos_devices (name, kind, token_hash, paired_at_ms)
+             VALUES (?1, ?2, ?3, ?4)",
+            params![name, kind.as_str(), token_hash.as_slice(), at],
         )?;
         Ok(Device {
             id: self.conn.last_insert_rowid(),
             name: name.to_string(),
+            kind,
             paired_at_ms: at,
             revoked_at_ms: None,
         })
@@ -412,10 +437,11 @@ impl Store {
         let found = self
             .conn
             .query_row(
-                "SELECT id, name, paired_at_ms, revoked_at_ms, coalesce(last_used_ms, paired_at_ms)
+                "SELECT id, name, paired_at_ms, revoked_at_ms, kind,
+                        coalesce(last_used_ms, paired_at_ms)
                  FROM pos_devices WHERE token_hash = ?1",
                 [token_hash.as_slice()],
-                |r| Ok((device_row(r)?, r.get::<_, Millis>(4)?)),
+                |r| Ok((device_row(r)?, r.get::<_, Millis>(5)?)),
             )
             .optional()?;
         let Some((device, last_used)) = found else {
@@ -451,9 +477,9 @@ impl Store {
     }
 
     pub fn devices(&self) -> anyhow::Result<Vec<Device>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT id, name, paired_at_ms, revoked_at_ms FROM pos_devices ORDER BY id")?;
+        let mut stmt = self.conn.prepare(
+            "SELECT id, name, paired_at_ms, revoked_at_ms, kind FROM pos_devices ORDER BY id",
+        )?;
         let rows = stmt.query_map([], device_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -620,9 +646,15 @@ impl Store {
 }
 
 fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+    let kind: String = r.get(4)?;
     Ok(Device {
         id: r.get(0)?,
         name: r.get(1)?,
+        kind: if kind == "scanner" {
+            DeviceKind::Scanner
+        } else {
+            DeviceKind::Tablet
+        },
         paired_at_ms: r.get(2)?,
         revoked_at_ms: r.get(3)?,
     })

@@ -33,7 +33,7 @@ use super::{Health, PosState, auth};
 use crate::clock::steady_ms;
 use crate::now_ms;
 use crate::pipeline::PipelineStats;
-use crate::store::{Alert, Device, DeviceAuth, Failure, OwnerSummary, Store};
+use crate::store::{Alert, Device, DeviceAuth, DeviceKind, Failure, OwnerSummary, Store};
 
 /// Largest request body: the largest valid one (an order, feedback) is a few kB.
 const MAX_BODY_BYTES: usize = 64 << 10;
@@ -229,13 +229,44 @@ impl FromRequestParts<AppState> for PairedDevice {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "pair this tablet first: no device token",
-            )
-        })?;
-        device_of(state, auth::hash(&token)).await.map(PairedDevice)
+        paired(parts, state, DeviceKind::Tablet)
+            .await
+            .map(PairedDevice)
+    }
+}
+
+/// A request from a paired scanner box, which may only send what it hears.
+pub struct PairedScanner(pub Device);
+
+impl FromRequestParts<AppState> for PairedScanner {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        paired(parts, state, DeviceKind::Scanner)
+            .await
+            .map(PairedScanner)
+    }
+}
+
+/// The device whose token the request bears, if it is of `kind`.
+async fn paired(parts: &Parts, state: &AppState, kind: DeviceKind) -> Result<Device, ApiError> {
+    let token = bearer(parts).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "pair this tablet first: no device token",
+        )
+    })?;
+    let device = device_of(state, auth::hash(&token)).await?;
+    match (device.kind, kind) {
+        (found, wanted) if found == wanted => Ok(device),
+        (DeviceKind::Scanner, _) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this is a scanner box's token: it may only send sightings",
+        )),
+        (DeviceKind::Tablet, _) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "this is a tablet's token: only a scanner box paired as one sends sightings",
+        )),
     }
 }
 

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use super::{ApiError, AppState, ErrorBody, PairedDevice};
+use super::{ApiError, AppState, ErrorBody, PairedScanner};
 use crate::clock::steady_ms;
 use crate::scan::remote::{SightingBatch, scanner_name};
 
@@ -23,11 +23,11 @@ pub(super) struct SightingsTaken {
     (status = 202, body = SightingsTaken),
     (status = 400, body = ErrorBody, description = "a bad batch: nothing of it is taken"),
     (status = 401, body = ErrorBody),
-    (status = 403, body = ErrorBody),
+    (status = 403, body = ErrorBody, description = "not a scanner box's token, or unpaired"),
     (status = 503, body = ErrorBody, description = "this box takes no sightings now (a replay), or is overloaded")))]
 pub(super) async fn sightings(
     State(state): State<AppState>,
-    PairedDevice(device): PairedDevice,
+    PairedScanner(device): PairedScanner,
     body: Result<Json<SightingBatch>, JsonRejection>,
 ) -> Result<(StatusCode, Json<SightingsTaken>), ApiError> {
     let Json(batch) = body?;

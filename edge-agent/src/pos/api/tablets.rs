@@ -20,7 +20,7 @@ use super::{ApiError, AppState, ErrorBody, PairedDevice, StreamDevice, begin, wi
 use crate::clock::steady_ms;
 use crate::now_ms;
 use crate::pos::auth;
-use crate::store::{ActionOutcome, Alert, Device, PosEvent, StaffAction};
+use crate::store::{ActionOutcome, Alert, Device, DeviceKind, PosEvent, StaffAction};
 
 #[derive(Deserialize, ToSchema)]
 pub(super) struct PairRequest {
@@ -28,6 +28,9 @@ pub(super) struct PairRequest {
     code: String,
     /// A name for the tablet, 1 to 40 characters.
     name: String,
+    /// `tablet` (the default) or `scanner` (a scanner box: it may only send sightings).
+    #[serde(default)]
+    kind: DeviceKind,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -74,13 +77,14 @@ pub(super) async fn pair(
         if !s.take_pairing_code(&code_hash, now)? {
             return Ok(None);
         }
-        s.add_device(&name, &token_hash, now).map(Some)
+        s.add_device(&name, request.kind, &token_hash, now)
+            .map(Some)
     })
     .await?;
     match device {
         Some(device) => {
             attempt.succeeded();
-            tracing::info!(device = device.id, "tablet paired");
+            tracing::info!(device = device.id, kind = ?device.kind, "device paired");
             Ok((StatusCode::CREATED, Json(PairResponse { token, device })))
         }
         None => {

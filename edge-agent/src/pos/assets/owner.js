@@ -69,6 +69,7 @@ function render() {
     el("li", {}, p.display_name, el("span", { class: "meta" }, ` · ${p.zone} · ${ago(p.arrived_at_ms)}`))));
   document.getElementById("devices").replaceChildren(...overview.devices.map((d) =>
     el("li", { "data-device-id": d.id }, d.name, " ",
+      d.kind === "scanner" ? el("span", { class: "meta" }, `(${t("scanner")}) `) : null,
       d.revoked_at_ms ? el("span", { class: "meta" }, `(${t("revoked")})`)
         : el("button", { class: "secondary", onclick: () => revoke(d.id) }, t("revoke")))));
   const h = overview.health;
