@@ -294,7 +294,8 @@ pub async fn run(
             }
         });
     }
-    let source_task = tokio::spawn(run_source(source, ad_tx, shutdown.clone()));
+    let mut source_task = tokio::spawn(run_source(source, ad_tx, shutdown.clone()));
+    let mut source_ended = None;
 
     let (event_tx, event_rx) = std::sync::mpsc::channel::<StoreWork>();
     store.limit_size(config.database_max_mb)?;
@@ -336,6 +337,15 @@ pub async fn run(
                 let Some(ad) = ad else { break };
                 last_at = Some(ad.at_ms);
                 pipeline.process(&ad, &mut events);
+            }
+            ended = &mut source_task, if source_ended.is_none() => {
+                source_ended = Some(ended);
+                // A live scanner that stopped (no adapter, BlueZ gone) ends the run: the
+                // channel's other senders (scanner boxes, ESPresense nodes) would keep it
+                // open. A replay ends when the channel closes, after all it sent.
+                if live {
+                    break;
+                }
             }
             _ = tick.tick(), if live => {
                 clock::follow_system();
@@ -405,7 +415,11 @@ pub async fn run(
     }
     drop(event_tx);
     drop(ad_rx);
-    let source_result = source_task.await.context("the scanner task panicked")?;
+    let source_result = match source_ended {
+        Some(ended) => ended,
+        None => source_task.await,
+    }
+    .context("the scanner task panicked")?;
     store_thread
         .join()
         .map_err(|_| anyhow::anyhow!("the store thread panicked"))??;
