@@ -368,11 +368,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut store, c) = store_with_customers(&dir);
         let visit = arrive(&mut store, c[0], "counter", 1_000);
-        // Back to the previous schema: no floor tables, at version 8.
+        // Back to the previous release's schema: no floor tables, no device kinds, at
+        // version 8.
         store
             .conn
             .execute_batch(
                 "DROP TABLE floor_plan; DROP TABLE floor_marks; DROP TABLE zone_stays;
+                 ALTER TABLE pos_devices DROP COLUMN kind;
                  PRAGMA user_version = 8;",
             )
             .unwrap();
