@@ -12,17 +12,25 @@ cd "$(dirname "$0")/.."
 # Bump when the image's contents change.
 version=1
 cache="${XDG_CACHE_HOME:-$HOME/.cache}/tastesync/vm-bookworm-$version"
+# The test boots the image with qemu-system and an overlay made by qemu-img, cached image
+# or not, so both are checked every time. Debian's qemu-system may remove a qemu-utils of
+# another version (a machine with a backported one lost qemu-img that way): qemu-img is
+# checked again after it, and installed to match.
+missing=()
+command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+if [ ! -f "$cache/ready" ]; then
+    command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+    command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    bash scripts/apt-install.sh install-vm "${missing[@]}" >&2
+fi
+if ! command -v qemu-img >/dev/null 2>&1; then
+    bash scripts/apt-install.sh install-vm qemu-utils >&2
+fi
 if [ -f "$cache/ready" ]; then
     echo "$cache"
     exit 0
-fi
-missing=()
-command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
-command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
-command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
-command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
-if [ "${#missing[@]}" -gt 0 ]; then
-    bash scripts/apt-install.sh install-vm "${missing[@]}" >&2
 fi
 
 work="$cache.partial"
