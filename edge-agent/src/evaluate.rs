@@ -709,8 +709,9 @@ mod tests {
     /// hours gave recall 83-87 %, p90 38-53 s and 4-7 splits per 100 visits, as the
     /// independent evaluation saw (83 %, 19.7 s, 4.4); the targets are recall >= 95 %,
     /// split + false <= 2 per 100 and p90 <= 10 s on the day-long benchmark; a single hour
-    /// with a rush at the till (seed 4: a queue of three with phones in backpacks, p90 22 s)
-    /// misses more, hence the slack here.
+    /// with a rush at the till (seed 4: a queue of three with phones in backpacks) misses
+    /// more, hence the slack on recall here. These hours give p90 7.4-9.2 s (before the
+    /// staying rule heard an approach from out of range, seed 4 gave 22 s).
     #[test]
     fn presence_announces_visits_soon_once_and_never_for_people_outside() {
         let mut all = Vec::new();
@@ -727,7 +728,7 @@ mod tests {
             mean(|f| f.split_per_100 + f.false_per_100) <= 4.0,
             "splits and false alerts: {shown:#?}"
         );
-        assert!(mean(|f| f.alert_p90_s) <= 13.0, "alert p90: {shown:#?}");
+        assert!(mean(|f| f.alert_p90_s) <= 10.0, "alert p90: {shown:#?}");
         assert!(
             mean(|f| f.departure_error_p50_s) <= 10.0,
             "departure time: {shown:#?}"
@@ -736,7 +737,7 @@ mod tests {
 
     /// A scanner by the door on the same four hours. The targets (recall >= 99 %, alert p90
     /// <= 3 s) are the day-long benchmark's; an hour of 30-40 visits varies more, hence the
-    /// slack (one box alone gives p90 10-12 s here).
+    /// slack (one box alone gives p90 7-9 s here).
     #[test]
     fn a_scanner_by_the_door_announces_nearly_everyone_at_once() {
         let all: Vec<Figures> = (1..=4)

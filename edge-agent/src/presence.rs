@@ -58,6 +58,9 @@ pub const REFERENCE_1M_DBM: i16 = -59;
 /// Calibration further from the reference than this is taken as a wrong setting, not as a
 /// transmitter that weak or strong.
 const MAX_CALIBRATION_SHIFT_DB: i16 = 15;
+/// A device first heard this close to `leave_rssi` (the edge of what the box hears) came from
+/// out of range: the staying rule counts that as its approach.
+const EDGE_OF_RANGE_DB: i16 = 8;
 
 /// Presence rules (config section `[presence]`). Levels are RSSI in dBm for an advertiser
 /// calibrated at [`REFERENCE_1M_DBM`] at 1 m; others are shifted by their calibration.
@@ -114,7 +117,7 @@ impl Default for PresenceConfig {
             min_sightings: 3,
             smoothing_window_ms: 5_000,
             settle_rssi: -82,
-            settle_window_ms: 5_000,
+            settle_window_ms: 4_500,
             settle_sightings: 3,
             settle_recede_db: 3,
             approach_rise_db: 10,
@@ -244,6 +247,8 @@ struct Link {
     scanner: ScannerKey,
     zone: String,
     samples: VecDeque<(Millis, i16)>,
+    /// When this scanner first heard the device (after at least `keep_ms` of silence).
+    heard_since: Millis,
 }
 
 impl Link {
@@ -334,10 +339,16 @@ impl Link {
         if late < early - config.settle_recede_db {
             return false;
         }
-        // Louder than before: the quietest half-window stretch heard before this window (or
-        // its own first half, for a device first heard within it).
-        let step = (config.settle_window_ms / 2).max(1);
+        // Louder than before: than the quietest settle-window stretch heard before this
+        // window, and, for a device first heard less than a window before it, than the level
+        // it approached from.
+        let step = config.settle_window_ms;
         let mut before = early;
+        if self.heard_since + step > from
+            && let Some(first) = self.approached_from(config)
+        {
+            before = before.min(first);
+        }
         let mut t = from.saturating_sub(config.approach_window_ms);
         while t + step <= from {
             if let Some((n, m)) = self.median(t, t + step - 1)
@@ -348,6 +359,19 @@ impl Link {
             t += step;
         }
         median >= before + config.approach_rise_db
+    }
+
+    /// The level a newly heard device approached from: its first two sightings' (lower)
+    /// median, or `leave_rssi` if that lies within [`EDGE_OF_RANGE_DB`] of it: first heard
+    /// at the edge of range, it came from out of range. (Someone who appears loud, a phone
+    /// just switched on or a passer-by first heard near the glass, proves no approach.)
+    fn approached_from(&self, config: &PresenceConfig) -> Option<i16> {
+        let (_, first) = median_of(self.samples.iter().take(2).map(|&(_, level)| level))?;
+        Some(if first <= config.leave_rssi + EDGE_OF_RANGE_DB {
+            config.leave_rssi
+        } else {
+            first
+        })
     }
 
     fn still_near(&self, config: &PresenceConfig, now: Millis) -> bool {
@@ -396,6 +420,7 @@ fn link<'t>(links: &'t mut Vec<Link>, sighting: &Sighting) -> &'t mut Link {
                 scanner: sighting.scanner,
                 zone: String::new(),
                 samples: VecDeque::new(),
+                heard_since: sighting.at,
             });
             links.len() - 1
         }
@@ -408,6 +433,7 @@ fn link<'t>(links: &'t mut Vec<Link>, sighting: &Sighting) -> &'t mut Link {
             quietest.device = sighting.device;
             quietest.scanner = sighting.scanner;
             quietest.samples.clear();
+            quietest.heard_since = sighting.at;
             i
         }
     };

@@ -345,6 +345,40 @@ fn a_phone_in_a_backpack_in_the_queue_is_announced_within_seconds() {
 }
 
 #[test]
+fn a_backpack_first_heard_inside_is_announced_as_it_settles_and_a_phone_appearing_loud_is_not() {
+    // Walks in with the phone in a backpack, the body between it and the box: unheard
+    // outside, first heard at the edge of range inside the door, then standing at the till
+    // at -80 (never near enough for the near rule). Coming from out of range is its approach.
+    let mut tracker = PresenceTracker::new(PresenceConfig::default());
+    let mut noise = Noise(17);
+    let mut backpack = |t: Millis| match t {
+        0..10_000 => -120,
+        10_000..12_000 => -89 + noise.jitter(1),
+        12_000..14_000 => -85 + noise.jitter(1),
+        _ => -80 + noise.jitter(2),
+    };
+    let events = feed_devices(&mut tracker, 0, 60_000, &mut [(1, 1000, &mut backpack)]);
+    let [PresenceEvent::CustomerArrived(arrived)] = events.as_slice() else {
+        panic!("one arrival: {events:?}");
+    };
+    assert!(
+        arrived.arrived_at_ms <= 10_000 + 7_000,
+        "announced within 7 s of being first heard: {arrived:?}"
+    );
+    // Someone outside switches a phone on, or is first heard right by the glass: it appears
+    // at -84 and stays around -80. No approach was heard: nobody came in.
+    let mut tracker = PresenceTracker::new(PresenceConfig::default());
+    let mut noise = Noise(19);
+    let mut appears = |t: Millis| match t {
+        0..10_000 => -120,
+        10_000..12_000 => -84 + noise.jitter(1),
+        _ => -80 + noise.jitter(2),
+    };
+    let events = feed_devices(&mut tracker, 0, 120_000, &mut [(1, 1000, &mut appears)]);
+    assert!(events.is_empty(), "appeared loud: {events:?}");
+}
+
+#[test]
 fn a_quiet_tag_is_judged_by_its_own_calibration() {
     // A tag calibrated at -71 dBm at 1 m heard at -82 is as near as a -59 one heard at -70;
     // a nonsense calibration (+20 dBm) is ignored.
