@@ -32,7 +32,8 @@ fn mock_python() -> String {
 /// The mock BlueZ driver (tests/ble/mock_bluez.py).
 pub struct MockBluez {
     child: Child,
-    stdin: ChildStdin,
+    /// Closing it ends the mock (and its bus).
+    stdin: Option<ChildStdin>,
     replies: mpsc::Receiver<String>,
     pub bus: String,
 }
@@ -63,14 +64,15 @@ impl MockBluez {
             .to_string();
         MockBluez {
             child,
-            stdin,
+            stdin: Some(stdin),
             replies,
             bus,
         }
     }
 
     pub fn send(&mut self, command: serde_json::Value) {
-        writeln!(self.stdin, "{command}").unwrap();
+        let stdin = self.stdin.as_mut().expect("the mock is running");
+        writeln!(stdin, "{command}").unwrap();
         let reply = self
             .replies
             .recv_timeout(Duration::from_secs(10))
@@ -78,8 +80,23 @@ impl MockBluez {
         assert_eq!(reply, "OK", "{command}");
     }
 
-    pub fn stop(mut self) {
-        drop(self.stdin);
+    /// Ends the mock and its bus, and waits for it.
+    pub fn stop(self) {}
+}
+
+/// Ends the mock when a test is done with it, and waits, so that its bus is gone before the
+/// test is (a mock left behind would hold the test's output open).
+impl Drop for MockBluez {
+    fn drop(&mut self) {
+        drop(self.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
         let _ = self.child.wait();
     }
 }
@@ -170,5 +187,13 @@ impl Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         false
+    }
+}
+
+/// A daemon a test is done with is killed, not left running after the test.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
