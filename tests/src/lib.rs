@@ -41,6 +41,71 @@ pub fn browser_flow(script: &str) -> (Command, PathBuf) {
     (node, shots)
 }
 
+/// A browser flow running: it prints a line for each step it reaches, and some flows wait on
+/// their stdin for the test to say what it did.
+pub struct RunningFlow {
+    node: std::process::Child,
+    to_browser: std::process::ChildStdin,
+    steps: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+}
+
+impl RunningFlow {
+    /// Starts a flow made by [`browser_flow`] (with its environment set).
+    pub fn start(flow: &mut Command) -> RunningFlow {
+        use std::process::Stdio;
+        let mut node = flow
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("node");
+        let to_browser = node.stdin.take().unwrap();
+        let steps = std::io::BufRead::lines(std::io::BufReader::new(node.stdout.take().unwrap()));
+        RunningFlow {
+            node,
+            to_browser,
+            steps,
+        }
+    }
+
+    /// The next line the flow prints (empty if it ended).
+    pub fn next_step(&mut self) -> String {
+        self.steps.next().and_then(Result::ok).unwrap_or_default()
+    }
+
+    /// Waits for the flow to print `step`; anything else fails the test with what the flow
+    /// wrote to stderr.
+    pub fn expect(&mut self, step: &str) {
+        let line = self.next_step();
+        if line != step {
+            self.fail(&format!("expected {step}, got {line:?}"));
+        }
+    }
+
+    /// Tells the flow what the test did (a line on its stdin).
+    pub fn tell(&mut self, what: &str) {
+        writeln!(self.to_browser, "{what}").unwrap();
+    }
+
+    /// Waits for the flow to end; it must succeed.
+    pub fn finish(mut self) {
+        if !self.node.wait().unwrap().success() {
+            self.fail("the flow failed");
+        }
+    }
+
+    /// Fails the test with `what` and what the flow wrote to stderr.
+    pub fn fail(&mut self, what: &str) -> ! {
+        let _ = self.node.kill();
+        let _ = self.node.wait();
+        let mut err = String::new();
+        if let Some(mut stderr) = self.node.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut err);
+        }
+        panic!("{what}\n{err}");
+    }
+}
+
 /// A binary of the workspace, built by `cargo build --workspace --bins` (the test script does
 /// this before running the tests).
 pub fn bin(name: &str) -> PathBuf {

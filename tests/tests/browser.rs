@@ -2,11 +2,8 @@
 //! the tablet and owner pages, while the box recognises a customer through the BLE path.
 //! Screenshots land in target/test-artifacts/.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-
 use tastesync_e2e::pos::PosBox;
-use tastesync_e2e::{browser_flow, now_ms};
+use tastesync_e2e::{RunningFlow, browser_flow, now_ms};
 
 #[test]
 fn staff_see_an_arrival_within_a_second_and_handle_it_and_the_owner_sees_satisfaction() {
@@ -18,46 +15,26 @@ fn staff_see_an_arrival_within_a_second_and_handle_it_and_the_owner_sees_satisfa
     let setup_code = pos.shop.edge_ok(&["setup-code", "--db", &pos.shop.db()]);
     let setup_code = setup_code.split_whitespace().nth(2).unwrap().to_string();
 
-    let mut node = flow
-        .env("BASE_URL", &pos.base)
-        .env("DEVICE_TOKEN", &token)
-        .env("CUSTOMER_NAME", "Minji Kim")
-        .env("SETUP_CODE", &setup_code)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node");
-    let mut lines = BufReader::new(node.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok);
-    assert_eq!(
-        lines.next().as_deref(),
-        Some("READY"),
-        "the tablet page never went live"
+    let mut browser = RunningFlow::start(
+        flow.env("BASE_URL", &pos.base)
+            .env("DEVICE_TOKEN", &token)
+            .env("CUSTOMER_NAME", "Minji Kim")
+            .env("SETUP_CODE", &setup_code),
     );
+    browser.expect("READY"); // the tablet page is live
 
     pos.customer_arrives(1); // the third sighting completes the arrival
     let injected = now_ms();
-    let shown = lines.next().unwrap_or_default();
+    let shown = browser.next_step();
     let shown: u64 = shown
         .strip_prefix("SHOWN ")
         .and_then(|t| t.parse().ok())
-        .unwrap_or_else(|| {
-            let mut err = String::new();
-            let _ = std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut err);
-            panic!("the alert never appeared: {shown} {err}")
-        });
+        .unwrap_or_else(|| browser.fail(&format!("the alert never appeared: {shown}")));
     let latency = shown.saturating_sub(injected);
     assert!(latency < 1000, "the alert took {latency} ms to appear");
 
-    let rest: Vec<String> = lines.collect();
-    let status = node.wait().unwrap();
-    let mut err = String::new();
-    let _ = std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut err);
-    assert!(
-        status.success() && rest.last().map(String::as_str) == Some("DONE"),
-        "{rest:?}\n{err}"
-    );
+    browser.expect("DONE");
+    browser.finish();
     for shot in [
         "pos-alert.png",
         "pos-handled.png",

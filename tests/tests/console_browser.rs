@@ -5,13 +5,10 @@
 //! on the feedback page, export and erase her (done once the box applied it), the box offline
 //! once stopped. Screenshots land in target/test-artifacts/.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::Stdio;
-
-use tastesync_e2e::browser_flow;
 use tastesync_e2e::cloud::eventually;
 use tastesync_e2e::console::Console;
 use tastesync_e2e::pos::PosBox;
+use tastesync_e2e::{RunningFlow, browser_flow};
 
 const PASSWORD: &str = "a long enough password";
 
@@ -29,30 +26,13 @@ fn hq_runs_the_chain_from_the_console_in_a_browser() {
         "the box connects"
     );
 
-    let mut node = flow
-        .env("BASE_URL", &console.base)
-        .env("EMAIL", "admin@example.com")
-        .env("PASSWORD", PASSWORD)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node");
-    let mut to_browser = node.stdin.take().unwrap();
-    let mut from_browser = BufReader::new(node.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok);
-    let mut expect = |step: &str, node: &mut std::process::Child| {
-        let line = from_browser.next();
-        if line.as_deref() != Some(step) {
-            let _ = node.kill();
-            let mut err = String::new();
-            let _ = std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut err);
-            panic!("expected {step}, got {line:?}\n{err}");
-        }
-    };
-    expect("ONLINE", &mut node);
-    expect("ENROLLED", &mut node);
+    let mut browser = RunningFlow::start(
+        flow.env("BASE_URL", &console.base)
+            .env("EMAIL", "admin@example.com")
+            .env("PASSWORD", PASSWORD),
+    );
+    browser.expect("ONLINE");
+    browser.expect("ENROLLED");
 
     // The enrollment reaches the box, which then recognises her tag.
     let box_knows = |shop: &tastesync_e2e::Shop| {
@@ -87,9 +67,9 @@ fn hq_runs_the_chain_from_the_console_in_a_browser() {
     assert!(eventually(15, || console.database.query(
         "SELECT count(*) FROM events WHERE kind = 'feedback_recorded'"
     ) == ["1"]));
-    writeln!(to_browser, "ARRIVED").unwrap();
-    expect("SEEN", &mut node);
-    expect("ERASED", &mut node);
+    browser.tell("ARRIVED");
+    browser.expect("SEEN");
+    browser.expect("ERASED");
     assert!(!box_knows(&pos.shop), "the box deleted her");
 
     // The box stops: its status turns offline.
@@ -97,11 +77,10 @@ fn hq_runs_the_chain_from_the_console_in_a_browser() {
         pos.daemon.take().unwrap().terminate(),
         "the box stops cleanly"
     );
-    writeln!(to_browser, "STOPPED").unwrap();
-    expect("OFFLINE", &mut node);
-    expect("DONE", &mut node);
-    let status = node.wait().unwrap();
-    assert!(status.success());
+    browser.tell("STOPPED");
+    browser.expect("OFFLINE");
+    browser.expect("DONE");
+    browser.finish();
     for shot in [
         "console-signin.png",
         "console-shops-online.png",

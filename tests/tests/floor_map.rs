@@ -4,13 +4,13 @@
 //! OpenAPI document under generated requests with the owner's session. Screenshots
 //! land in target/test-artifacts/.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use tastesync_e2e::cloud::eventually;
 use tastesync_e2e::pos::{PosBox, UUID};
-use tastesync_e2e::{assert_schemathesis_passes, browser_flow, ibeacon_manufacturer_payload};
+use tastesync_e2e::{
+    RunningFlow, assert_schemathesis_passes, browser_flow, ibeacon_manufacturer_payload,
+};
 
 const PIN: &str = "246813";
 
@@ -66,28 +66,13 @@ fn the_owner_places_zones_on_the_plan_and_sees_a_customer_move_from_counter_to_d
         pos.overview(&owner)["health"]
     );
 
-    let mut node = flow
-        .env("BASE_URL", &pos.base)
-        .env("OWNER_PIN", PIN)
-        .env("DEVICE_TOKEN", &tablet)
-        .env("CUSTOMER_NAME", "Minji Kim")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("node");
-    let mut lines = BufReader::new(node.stdout.take().unwrap())
-        .lines()
-        .map_while(Result::ok);
-    let mut expect = |step: &str, node: &mut std::process::Child| {
-        let line = lines.next().unwrap_or_default();
-        if line != step {
-            let _ = node.wait();
-            let mut err = String::new();
-            let _ = std::io::Read::read_to_string(&mut node.stderr.take().unwrap(), &mut err);
-            panic!("expected {step}, got {line:?}: {err}");
-        }
-    };
-    expect("READY", &mut node);
+    let mut browser = RunningFlow::start(
+        flow.env("BASE_URL", &pos.base)
+            .env("OWNER_PIN", PIN)
+            .env("DEVICE_TOKEN", &tablet)
+            .env("CUSTOMER_NAME", "Minji Kim"),
+    );
+    browser.expect("READY");
     let marks = floor(&pos, &owner)["marks"].clone();
     assert_eq!(
         marks
@@ -105,11 +90,11 @@ fn the_owner_places_zones_on_the_plan_and_sees_a_customer_move_from_counter_to_d
     );
 
     pos.customer_arrives(1);
-    expect("AT_COUNTER", &mut node);
+    browser.expect("AT_COUNTER");
 
     c1_at_the_door_for(8, &mut pos, &scanner);
-    expect("DONE", &mut node);
-    assert!(node.wait().unwrap().success());
+    browser.expect("DONE");
+    browser.finish();
 
     // What the page showed, as the API says it.
     let zones = floor(&pos, &owner)["zones"].clone();
