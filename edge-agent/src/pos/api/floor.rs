@@ -10,8 +10,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
+use utoipa::ToSchema;
 
+use super::owner::DayQuery;
 use super::{ApiError, AppState, ErrorBody, Owner, with_store};
 use crate::now_ms;
 use crate::scan::remote::is_valid_zone;
@@ -141,14 +142,6 @@ pub(super) async fn delete_plan(
     }
 }
 
-#[derive(Deserialize, IntoParams)]
-pub(super) struct FloorQuery {
-    /// Start of the owner's day (local midnight), Unix ms.
-    since_ms: Option<u64>,
-    /// The browser's offset from UTC in minutes (east positive), when `since_ms` is not given.
-    tz_offset_min: Option<i64>,
-}
-
 /// A customer in a zone now.
 #[derive(Serialize, ToSchema)]
 pub(super) struct InZone {
@@ -175,7 +168,7 @@ pub(super) struct Floor {
     zones: Vec<ZoneNow>,
 }
 
-#[utoipa::path(get, path = "/api/owner/floor", params(FloorQuery), security(("owner_session" = [])),
+#[utoipa::path(get, path = "/api/owner/floor", params(DayQuery), security(("owner_session" = [])),
     responses(
     (status = 200, body = Floor),
     (status = 400, body = ErrorBody),
@@ -183,15 +176,11 @@ pub(super) struct Floor {
 pub(super) async fn floor(
     State(state): State<AppState>,
     _owner: Owner,
-    query: Result<Query<FloorQuery>, QueryRejection>,
+    query: Result<Query<DayQuery>, QueryRejection>,
 ) -> Result<Json<Floor>, ApiError> {
     let Query(query) = query?;
     let now = now_ms();
-    // As the overview's "today": the browser's midnight, else midnight at its offset.
-    let offset_ms = query.tz_offset_min.unwrap_or(0).clamp(-14 * 60, 14 * 60) * 60_000;
-    let local_now = now as i64 + offset_ms;
-    let midnight = (local_now - local_now.rem_euclid(86_400_000) - offset_ms).max(0) as u64;
-    let since = query.since_ms.unwrap_or(midnight).min(now);
+    let since = query.since(now);
     let (has_plan, marks, figures, present) = with_store(&state, move |s| {
         Ok((
             s.has_floor_plan()?,

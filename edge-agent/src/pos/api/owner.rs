@@ -15,10 +15,10 @@ use utoipa::{IntoParams, ToSchema};
 use super::{ApiError, AppState, ErrorBody, Owner, begin, with_store};
 use crate::clock::steady_ms;
 use crate::identity::Standing;
-use crate::now_ms;
 use crate::pos::{Health, PosState, auth};
 use crate::provisioning::ClaimError;
 use crate::store::{Alert, Device, OwnerSummary};
+use crate::{Millis, now_ms};
 
 #[derive(Serialize, ToSchema)]
 pub(super) struct OwnerStatus {
@@ -261,12 +261,29 @@ pub(super) async fn verify_off_the_lock(
     )
 }
 
+/// The owner's day, as the owner page gives it: the overview's and the floor map's "today".
 #[derive(Deserialize, IntoParams)]
-pub(super) struct OverviewQuery {
+pub(super) struct DayQuery {
     /// Start of the owner's day (local midnight), Unix ms.
     since_ms: Option<u64>,
-    /// The browser's offset from UTC in minutes (east positive).
+    /// The browser's offset from UTC in minutes (east positive); without `since_ms`, the day
+    /// starts at midnight at this offset.
     tz_offset_min: Option<i64>,
+}
+
+impl DayQuery {
+    /// The offset from UTC in minutes, within what time zones use.
+    pub(super) fn offset_min(&self) -> i64 {
+        self.tz_offset_min.unwrap_or(0).clamp(-14 * 60, 14 * 60)
+    }
+
+    /// When the owner's day began: `since_ms`, else midnight at the offset; never after `now`.
+    pub(super) fn since(&self, now: Millis) -> Millis {
+        let offset_ms = self.offset_min() * 60_000;
+        let local_now = now as i64 + offset_ms;
+        let midnight = (local_now - local_now.rem_euclid(86_400_000) - offset_ms).max(0) as u64;
+        self.since_ms.unwrap_or(midnight).min(now)
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -281,7 +298,7 @@ pub(super) struct Overview {
     box_info: BoxInfo,
 }
 
-#[utoipa::path(get, path = "/api/owner/overview", params(OverviewQuery), security(("owner_session" = [])),
+#[utoipa::path(get, path = "/api/owner/overview", params(DayQuery), security(("owner_session" = [])),
     responses(
     (status = 200, body = Overview),
     (status = 400, body = ErrorBody),
@@ -289,12 +306,11 @@ pub(super) struct Overview {
 pub(super) async fn owner_overview(
     State(state): State<AppState>,
     _owner: Owner,
-    query: Result<Query<OverviewQuery>, QueryRejection>,
+    query: Result<Query<DayQuery>, QueryRejection>,
 ) -> Result<Json<Overview>, ApiError> {
     let Query(query) = query?;
     let now = now_ms();
-    let since = query.since_ms.unwrap_or(now - now % 86_400_000).min(now);
-    let offset = query.tz_offset_min.unwrap_or(0).clamp(-14 * 60, 14 * 60);
+    let (since, offset) = (query.since(now), query.offset_min());
     let (summary, devices, present) = with_store(&state, move |s| {
         Ok((
             s.owner_summary(since, offset, now)?,
@@ -414,5 +430,31 @@ pub(super) async fn claim(
         Err(e @ ClaimError::Unreachable { .. }) => {
             Err(ApiError::new(StatusCode::BAD_GATEWAY, e.to_string()))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::DayQuery;
+
+    #[test]
+    fn the_owners_day_starts_at_their_midnight() {
+        // 2026-12-07 20:00 UTC is 2026-12-08 05:00 in Seoul (UTC+9).
+        let now = 1_796_673_600_000;
+        let day = |since_ms, tz_offset_min| DayQuery {
+            since_ms,
+            tz_offset_min,
+        };
+        // Midnight UTC, without an offset.
+        assert_eq!(day(None, None).since(now), 1_796_601_600_000);
+        // Seoul's midnight: 2026-12-07 15:00 UTC.
+        assert_eq!(day(None, Some(540)).since(now), 1_796_655_600_000);
+        // New York (UTC-5): 2026-12-07 05:00 UTC.
+        assert_eq!(day(None, Some(-300)).since(now), 1_796_619_600_000);
+        // An offset no time zone has is held to ±14 h.
+        assert_eq!(day(None, Some(100_000)).offset_min(), 840);
+        // The page's own midnight wins, but never after now.
+        assert_eq!(day(Some(5), Some(540)).since(now), 5);
+        assert_eq!(day(Some(now + 1), None).since(now), now);
     }
 }
