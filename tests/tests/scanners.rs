@@ -242,6 +242,13 @@ fn only_a_paired_scanner_box_may_send_sightings_and_may_do_nothing_else() {
     ]});
     let anonymous = main.http.post(&url).json(&batch).send().unwrap();
     assert_eq!(anonymous.status(), 401);
+    assert!(
+        anonymous
+            .text()
+            .unwrap()
+            .contains("pair this scanner box first"),
+        "a scanner box without a token is told how to pair"
+    );
     let forged = main
         .http
         .post(&url)

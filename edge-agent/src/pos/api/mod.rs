@@ -253,7 +253,12 @@ async fn paired(parts: &Parts, state: &AppState, kind: DeviceKind) -> Result<Dev
     let token = bearer(parts).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
-            "pair this tablet first: no device token",
+            match kind {
+                DeviceKind::Tablet => "pair this tablet first: no device token",
+                DeviceKind::Scanner => {
+                    "pair this scanner box first (tastesync-edge pair-scanner): no device token"
+                }
+            },
         )
     })?;
     let device = device_of(state, auth::hash(&token)).await?;
